@@ -1,0 +1,223 @@
+"""Simulated paper-account state: orders, fills, positions, cash and commissions.
+
+Pure state with no I/O: the server asks it what happens and sends the messages.
+The commission schedule is IB-like and documented in ``commission_for``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from .market import Instrument
+from .messages import OrderView
+
+ACTIVE = ("PreSubmitted", "Submitted")
+DONE = ("Filled", "Cancelled", "ApiCancelled", "Inactive")
+
+COMMISSION_SCHEDULE = {
+    "STK": "USD 0.005 per share, minimum USD 1.00, maximum 1% of trade value",
+    "FUT": "USD 0.25 per contract commission + USD 0.35 exchange fee + USD 0.02 regulatory fee",
+    "CASH": "0.2 basis points of trade value, minimum USD 2.00",
+}
+"""The simulator's commission schedule (IBKR Pro fixed pricing, rounded)."""
+
+
+def commission_for(inst: Instrument, shares: float, price: float) -> float:
+    """Commission in USD for one execution, following ``COMMISSION_SCHEDULE``."""
+    value = abs(shares) * price * inst.point_value
+    if inst.sec_type == "STK":
+        return round(min(max(0.005 * abs(shares), 1.00), 0.01 * value), 4)
+    if inst.sec_type == "FUT":
+        return round(0.62 * abs(shares), 4)
+    if inst.sec_type == "CASH":
+        return round(max(value * 0.00002, 2.00), 4)
+    return 1.00
+
+
+@dataclass(slots=True)
+class SimOrder:
+    """One order as the simulated gateway holds it."""
+
+    view: OrderView
+    received_at: datetime
+    fills: list[Execution] = field(default_factory=list)
+
+    @property
+    def remaining(self) -> float:
+        """Quantity still to fill."""
+        return self.view.quantity - self.view.filled
+
+    @property
+    def is_active(self) -> bool:
+        """True while it can still fill or be cancelled."""
+        return self.view.status in ACTIVE
+
+    def avg_fill_price(self) -> float:
+        """Volume-weighted price of the fills so far (0 when unfilled)."""
+        q = sum(e.shares for e in self.fills)
+        return sum(e.shares * e.price for e in self.fills) / q if q else 0.0
+
+
+@dataclass(slots=True)
+class Execution:
+    """A fill and its commission."""
+
+    exec_id: str
+    order: OrderView
+    shares: float
+    price: float
+    time: datetime
+    cum_qty: float
+    avg_price: float
+    commission: float
+    realized_pnl: float | None
+    commission_sent: bool = False
+
+
+@dataclass(slots=True)
+class PositionState:
+    """Net position and average cost per (account, conId)."""
+
+    qty: float = 0.0
+    avg_price: float = 0.0
+    """Average price per unit including commissions (IB's avgCost / multiplier)."""
+    realized: float = 0.0
+
+
+class Broker:
+    """Orders, executions and positions across every account of the simulated gateway."""
+
+    def __init__(self, accounts: list[str], *, starting_cash: float = 1_000_000.0) -> None:
+        self.accounts = list(accounts)
+        self.orders: dict[tuple[int, int], SimOrder] = {}
+        self.executions: list[Execution] = []
+        self.positions: dict[tuple[str, int], PositionState] = {}
+        self.instruments: dict[int, Instrument] = {}
+        self.cash = {a: starting_cash for a in self.accounts}
+        self._perm_ids = itertools.count(1_000_001)
+        self._exec_seq = itertools.count(1)
+        self.next_order_id = 1
+
+    def new_perm_id(self) -> int:
+        """A gateway-wide permanent order id."""
+        return next(self._perm_ids)
+
+    def note_order_id(self, order_id: int) -> None:
+        """Keep nextValidId ahead of every id a client used."""
+        self.next_order_id = max(self.next_order_id, order_id + 1)
+
+    def open_orders(self, client_id: int | None = None) -> list[SimOrder]:
+        """Active orders, optionally only those of one client."""
+        return [
+            o
+            for o in self.orders.values()
+            if o.is_active and (client_id is None or o.view.client_id == client_id)
+        ]
+
+    def completed_orders(self) -> list[SimOrder]:
+        """Orders in a final state."""
+        return [o for o in self.orders.values() if o.view.status in DONE]
+
+    def fill(self, order: SimOrder, shares: float, price: float) -> Execution:
+        """Execute part or all of an order; update position, cash and realized P&L."""
+        view = order.view
+        inst = view.inst
+        self.instruments[inst.con_id] = inst
+        now = datetime.now(UTC)
+        shares = min(shares, order.remaining)
+        view.filled += shares
+        if math.isclose(view.filled, view.quantity):
+            view.status = "Filled"
+            view.completed_status = "Filled"
+            view.completed_time = now.strftime("%Y%m%d %H:%M:%S") + " UTC"
+        commission = commission_for(inst, shares, price)
+        realized = self._apply_position(view.account, inst, view.action, shares, price, commission)
+        seq = next(self._exec_seq)
+        exec_id = f"0000e0d5.{view.perm_id:08x}.{seq:02d}.01"
+        mult = inst.point_value
+        sign = -1 if view.action == "BUY" else 1
+        self.cash[view.account] = (
+            self.cash.get(view.account, 0.0) + sign * shares * price * mult - commission
+        )
+        execution = Execution(
+            exec_id=exec_id,
+            order=view,
+            shares=shares,
+            price=price,
+            time=now,
+            cum_qty=view.filled,
+            avg_price=0.0,
+            commission=commission,
+            realized_pnl=realized,
+        )
+        order.fills.append(execution)
+        execution.avg_price = order.avg_fill_price()
+        self.executions.append(execution)
+        return execution
+
+    def _apply_position(
+        self, account: str, inst: Instrument, action: str, shares: float, price: float, fee: float
+    ) -> float | None:
+        """Update the position; return realized P&L (net of this fill's commission) when the
+        fill reduces a position, None when it opens or adds (IB leaves it unset then)."""
+        pos = self.positions.setdefault((account, inst.con_id), PositionState())
+        mult = inst.point_value
+        signed = shares if action == "BUY" else -shares
+        if pos.qty == 0 or (pos.qty > 0) == (signed > 0):
+            # Opening or adding: fold the commission into the average cost, as IB does.
+            cost = pos.avg_price * abs(pos.qty) + price * shares + fee / mult
+            pos.qty += signed
+            pos.avg_price = cost / abs(pos.qty)
+            return None
+        closing = min(abs(signed), abs(pos.qty))
+        direction = 1 if pos.qty > 0 else -1
+        realized = (price - pos.avg_price) * closing * mult * direction - fee
+        pos.realized += realized
+        pos.qty += signed
+        if math.isclose(pos.qty, 0.0, abs_tol=1e-9):
+            pos.qty = 0.0
+            pos.avg_price = 0.0
+        elif (pos.qty > 0) == (signed > 0):
+            # Flipped through zero: the remainder opens at this price.
+            pos.avg_price = price
+        return realized
+
+    def position_rows(
+        self, account: str | None = None
+    ) -> list[tuple[str, Instrument, PositionState]]:
+        """(account, instrument, state) for every position ever held (zeros included, as IB
+        reports a position that went flat during the session)."""
+        rows = []
+        for (acct, con_id), pos in self.positions.items():
+            if account is None or acct == account:
+                rows.append((acct, self.instruments[con_id], pos))
+        return rows
+
+    def account_values(self, account: str, marks: dict[int, float]) -> dict[str, float]:
+        """Summary values for updateAccountValue / accountUpdateMulti."""
+        cash = self.cash.get(account, 0.0)
+        gross = 0.0
+        unreal = 0.0
+        realized = 0.0
+        for acct, inst, pos in self.position_rows(account):
+            mark = marks.get(inst.con_id, pos.avg_price)
+            gross += abs(pos.qty) * mark * inst.point_value
+            unreal += pos.qty * (mark - pos.avg_price) * inst.point_value
+            realized += pos.realized
+            del acct
+        net_liq = cash + sum(
+            pos.qty * marks.get(inst.con_id, pos.avg_price) * inst.point_value
+            for _, inst, pos in self.position_rows(account)
+        )
+        return {
+            "NetLiquidation": round(net_liq, 2),
+            "TotalCashValue": round(cash, 2),
+            "GrossPositionValue": round(gross, 2),
+            "UnrealizedPnL": round(unreal, 2),
+            "RealizedPnL": round(realized, 2),
+            "BuyingPower": round(max(net_liq, 0) * 4, 2),
+            "AvailableFunds": round(max(net_liq - gross * 0.25, 0), 2),
+        }

@@ -1,0 +1,307 @@
+"""Server-to-client message layouts at server version 178, as ib_async 2.1 decodes them.
+
+One function per message, returning the ordered field list; ``wire.frame`` turns it
+into bytes. The long layouts (openOrder, completedOrder, contractDetails,
+execDetails) follow tables A-D of shared/docs/ib-wire-protocol.md field by field.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from .market import Instrument
+
+# Message ids (server -> client).
+TICK_PRICE = 1
+TICK_SIZE = 2
+ORDER_STATUS = 3
+ERR_MSG = 4
+OPEN_ORDER = 5
+ACCT_VALUE = 6
+PORTFOLIO_VALUE = 7
+ACCT_UPDATE_TIME = 8
+NEXT_VALID_ID = 9
+CONTRACT_DATA = 10
+EXECUTION_DATA = 11
+MANAGED_ACCTS = 15
+CURRENT_TIME = 49
+CONTRACT_DATA_END = 52
+OPEN_ORDER_END = 53
+ACCT_DOWNLOAD_END = 54
+EXECUTION_DATA_END = 55
+TICK_SNAPSHOT_END = 57
+MARKET_DATA_TYPE = 58
+COMMISSION_REPORT = 59
+POSITION_DATA = 61
+POSITION_END = 62
+ACCOUNT_UPDATE_MULTI = 73
+ACCOUNT_UPDATE_MULTI_END = 74
+TICK_REQ_PARAMS = 81
+COMPLETED_ORDER = 101
+COMPLETED_ORDERS_END = 102
+
+UNSET_DOUBLE_TEXT = "1.7976931348623157E308"
+"""What TWS sends for 'no value' in double fields such as realizedPNL of an opening fill."""
+
+
+@dataclass(slots=True)
+class OrderView:
+    """The order fields the simulator echoes back in openOrder/completedOrder/execDetails."""
+
+    order_id: int
+    client_id: int
+    perm_id: int
+    inst: Instrument
+    action: str
+    quantity: float
+    order_type: str
+    lmt_price: float | None
+    aux_price: float | None
+    tif: str
+    account: str
+    order_ref: str
+    status: str
+    filled: float = 0.0
+    parent_id: int = 0
+    completed_time: str = ""
+    completed_status: str = ""
+
+
+def contract_fields(inst: Instrument) -> list[Any]:
+    """The 11 contract fields used by openOrder, completedOrder, execDetails and position:
+    conId, symbol, secType, lastTradeDate, strike, right, multiplier, exchange,
+    currency, localSymbol, tradingClass."""
+    return [
+        inst.con_id,
+        inst.symbol,
+        inst.sec_type,
+        inst.expiry,
+        0.0,
+        "",
+        inst.multiplier,
+        inst.exchange,
+        inst.currency,
+        inst.local_symbol,
+        inst.trading_class,
+    ]
+
+
+def _qty(q: float) -> str:
+    """Quantities go out as plain numbers ('1', '0.5'), as TWS prints Decimal sizes."""
+    return str(int(q)) if float(q).is_integer() else repr(float(q))
+
+
+def error(req_id: int, code: int, text: str) -> list[Any]:
+    """Error/notice (msg 4): six fields at >= 166 (advancedOrderRejectJson may be empty)."""
+    return [ERR_MSG, 2, req_id, code, text, ""]
+
+
+def contract_details(req_id: int, inst: Instrument) -> list[Any]:
+    """contractDetails (msg 10), 40 fields with no secIds (table C)."""
+    is_stk = inst.sec_type == "STK"
+    order_types = "ACTIVETIM,AD,ADJUST,ALERT,ALLOC,DAY,GTC,IOC,LMT,MKT,STP,STPLMT,TRAIL"
+    valid_ex = "SMART,NASDAQ,NYSE,ARCA,BATS,IEX" if is_stk else inst.exchange
+    hours = "20261123:0930-20261123:1600;20261124:0930-20261124:1600"
+    return [
+        CONTRACT_DATA,
+        req_id,
+        inst.symbol,
+        inst.sec_type,
+        inst.expiry,
+        0.0,
+        "",
+        inst.exchange,
+        inst.currency,
+        inst.local_symbol,
+        inst.trading_class,  # marketName
+        inst.trading_class,
+        inst.con_id,
+        inst.min_tick,
+        inst.multiplier,
+        order_types,
+        valid_ex,
+        1,  # priceMagnifier
+        0,  # underConId
+        inst.long_name,
+        inst.primary_exchange,
+        inst.expiry[:6] if inst.expiry else "",  # contractMonth
+        "Technology" if is_stk else "",
+        "",
+        "",
+        inst.time_zone,
+        hours,
+        hours,
+        "",  # evRule
+        0,  # evMultiplier
+        0,  # numSecIds
+        1,  # aggGroup
+        inst.symbol if inst.sec_type == "FUT" else "",
+        "IND" if inst.sec_type == "FUT" else "",
+        "26" if is_stk else "",
+        inst.expiry,
+        "COMMON" if is_stk else "",
+        "1",  # minSize
+        "1",  # sizeIncrement
+        "1",  # suggestedSizeIncrement
+    ]
+
+
+def open_order(o: OrderView) -> list[Any]:
+    """openOrder (msg 5), 127 fields for a plain order (table A)."""
+    f: list[Any] = [OPEN_ORDER, o.order_id, *contract_fields(o.inst)]
+    f += [o.action, _qty(o.quantity), o.order_type, o.lmt_price, o.aux_price, o.tif]
+    f += ["", o.account, "O", 0, o.order_ref, o.client_id, o.perm_id]  # ocaGroup..permId
+    f += [0, 0, 0, "", "", "", "", ""]  # outsideRth..faPercentage (idx 26-33)
+    f += ["", "", "", "", "", 0, "", -1, 0]  # modelCode..auctionStrategy (34-42)
+    f += ["", "", "", "", "", "", 0, 0, 0, "", 3, 0, 0, ""]  # startingPrice..nbboPriceCap (43-56)
+    f += [o.parent_id, 0, "", 0, "", ""]  # parentId..deltaNeutralAuxPrice (57-62)
+    f += [0, 0, "", "", "", "", ""]  # continuousUpdate..comboLegsDescrip (63-69)
+    f += [0, 0, 0]  # numComboLegs, numOrderComboLegs, numSmartComboRoutingParams
+    f += ["", "", ""]  # scale fields (73-75)
+    f += ["", 0, "", "", 0, 0, "", 0, 0]  # hedgeType..whatIf (76-84)
+    f += [o.status] + [""] * 9  # status + margin fields (85-94)
+    f += ["", "", "", "", ""]  # commission..warningText (95-99)
+    f += [0, 0, 0]  # randomizeSize, randomizePrice, numConditions (100-102)
+    f += ["", "", "", "", "", "", "", 0]  # adjustedOrderType..adjustableTrailingUnit (103-110)
+    f += ["", "", "", ""]  # softDollarTier x3, cashQty (111-114)
+    f += [0, 0, 0, 0]  # dontUseAutoPriceForHedge..usePriceMgmtAlgo (115-118)
+    f += ["", "", 0, "", "", "", "", ""]  # duration..midOffsetAtHalf (119-126)
+    return f
+
+
+def completed_order(o: OrderView) -> list[Any]:
+    """completedOrder (msg 101), 96 fields for a plain order (table B)."""
+    f: list[Any] = [COMPLETED_ORDER, *contract_fields(o.inst)]
+    f += [o.action, _qty(o.quantity), o.order_type, o.lmt_price, o.aux_price, o.tif]
+    f += ["", o.account, "O", 0, o.order_ref, o.perm_id]  # ocaGroup..permId (18-23)
+    f += [0, 0, 0, "", "", "", ""]  # outsideRth..faPercentage (24-30)
+    f += ["", "", "", "", "", 0, "", -1]  # modelCode..exemptCode (31-38)
+    f += [
+        "",
+        "",
+        "",
+        "",
+        "",
+        "",
+        0,
+        0,
+        "",
+        3,
+        0,
+        "",
+        0,
+        "",
+        "",
+    ]  # startingPrice..dnAuxPrice (39-53)
+    f += [0, 0, "", "", ""]  # continuousUpdate..comboLegsDescrip (54-58)
+    f += [0, 0, 0]  # combo counts (59-61)
+    f += ["", "", "", "", "", "", 0, 0, "", 0]  # scale..solicited (62-71)
+    f += [o.status, 0, 0, 0]  # status, randomizeSize, randomizePrice, numConditions (72-75)
+    f += ["", "", "", 0, 0, "", _qty(o.filled), 0, 0, "", 0, 0, 0]  # (76-88)
+    f += [o.completed_time, o.completed_status]  # (89-90)
+    f += ["", "", "", "", ""]  # (91-95)
+    return f
+
+
+def order_status(o: OrderView, last_fill_price: float = 0.0, avg_fill_price: float = 0.0) -> list:
+    """orderStatus (msg 3), no version field."""
+    return [
+        ORDER_STATUS,
+        o.order_id,
+        o.status,
+        _qty(o.filled),
+        _qty(o.quantity - o.filled),
+        avg_fill_price,
+        o.perm_id,
+        o.parent_id,
+        last_fill_price,
+        o.client_id,
+        "",
+        0.0,
+    ]
+
+
+def exec_details(
+    req_id: int,
+    o: OrderView,
+    *,
+    exec_id: str,
+    when: datetime,
+    shares: float,
+    price: float,
+    cum_qty: float,
+    avg_price: float,
+) -> list[Any]:
+    """execDetails (msg 11), 32 fields (table D); reqId -1 for live fills."""
+    return [
+        EXECUTION_DATA,
+        req_id,
+        o.order_id,
+        *contract_fields(o.inst),
+        exec_id,
+        when.strftime("%Y%m%d %H:%M:%S") + " UTC",
+        o.account,
+        o.inst.exchange if o.inst.exchange != "SMART" else (o.inst.primary_exchange or "ISLAND"),
+        "BOT" if o.action == "BUY" else "SLD",
+        _qty(shares),
+        price,
+        o.perm_id,
+        o.client_id,
+        0,
+        _qty(cum_qty),
+        avg_price,
+        o.order_ref,
+        "",
+        "",
+        "",
+        2,  # lastLiquidity: removed liquidity
+        0,
+    ]
+
+
+def commission_report(
+    exec_id: str, commission: float, currency: str, realized_pnl: float | None
+) -> list[Any]:
+    """commissionReport (msg 59), exactly 8 fields."""
+    pnl = UNSET_DOUBLE_TEXT if realized_pnl is None else round(realized_pnl, 6)
+    return [COMMISSION_REPORT, 1, exec_id, round(commission, 6), currency, pnl, "", ""]
+
+
+def position(account: str, inst: Instrument, qty: float, avg_cost: float) -> list[Any]:
+    """position (msg 61), exactly 16 fields."""
+    c = contract_fields(inst)
+    # position's contract block has no primaryExchange but is otherwise the same 11 fields
+    return [POSITION_DATA, 3, account, *c, _qty(qty), round(avg_cost, 6)]
+
+
+def portfolio_value(
+    account: str, inst: Instrument, qty: float, price: float, avg_cost: float, realized: float
+) -> list[Any]:
+    """updatePortfolio (msg 7), exactly 20 fields; numbers must not be empty."""
+    mult = inst.point_value
+    value = qty * price * mult
+    unreal = value - qty * avg_cost
+    return [
+        PORTFOLIO_VALUE,
+        8,
+        inst.con_id,
+        inst.symbol,
+        inst.sec_type,
+        inst.expiry,
+        0.0,
+        "",
+        inst.multiplier,
+        inst.primary_exchange,
+        inst.currency,
+        inst.local_symbol,
+        inst.trading_class,
+        _qty(qty),
+        price,
+        round(value, 4),
+        round(avg_cost, 6),
+        round(unreal, 4),
+        round(realized, 4),
+        account,
+    ]
