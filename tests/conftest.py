@@ -1,0 +1,66 @@
+"""Shared test setup: fail any test in which ib_async logged an unexpected ERROR.
+
+A decoder error means the simulator spoke the protocol wrong; aeventkit swallows
+exceptions inside event handlers, so the log is where such failures surface.
+IB error messages a test provokes on purpose are allowed with
+``@pytest.mark.ib_errors(354, ...)``; 202 (order cancelled) always is, because
+IB confirms every cancel with it.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterator
+
+import pytest
+
+ALWAYS_ALLOWED_CODES = {202}
+_IB_ERROR = re.compile(r"Error (\d+), reqId")
+# What ib_async logs when the peer drops the socket or a connect attempt fails.
+_CONNECTION_LOSS_TEXTS = ("Peer closed connection", "API connection failed", "Socket error")
+
+
+class _Collector(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(level=logging.ERROR)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "ib_errors(*codes): IB error codes this test expects")
+    config.addinivalue_line(
+        "markers",
+        "allow_peer_close: the test expects ib_async to log a dropped or failed connection",
+    )
+
+
+@pytest.fixture(autouse=True)
+def ib_async_errors_fail_the_test(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Collect ERROR records from the ib_async loggers and fail on unexpected ones."""
+    collector = _Collector()
+    logger = logging.getLogger("ib_async")
+    logger.addHandler(collector)
+    try:
+        yield
+    finally:
+        logger.removeHandler(collector)
+    allowed = set(ALWAYS_ALLOWED_CODES)
+    marker = request.node.get_closest_marker("ib_errors")
+    if marker:
+        allowed.update(int(c) for c in marker.args)
+    peer_close_ok = request.node.get_closest_marker("allow_peer_close") is not None
+    unexpected = []
+    for rec in collector.records:
+        text = rec.getMessage()
+        m = _IB_ERROR.search(text)
+        if m and int(m.group(1)) in allowed:
+            continue
+        if peer_close_ok and any(t in text for t in _CONNECTION_LOSS_TEXTS):
+            continue
+        unexpected.append(f"{rec.name}: {text}")
+    if unexpected:
+        pytest.fail("ib_async logged errors:\n" + "\n".join(unexpected), pytrace=False)
