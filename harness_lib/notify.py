@@ -1,0 +1,529 @@
+"""Tell a person on their phone whether to trust this morning's stack.
+
+* :func:`format_message` turns a RunReport into a (title, body) pair: ``PASSED`` or
+  ``DO NOT TRUST THE DASHBOARD`` with the reason and the IB code.
+* :func:`should_notify` applies the ``--notify-on fail|always|change`` policy.
+* :func:`send` delivers through apprise to any number of URLs and never raises.
+* :func:`heartbeat` pings a healthchecks.io-style URL (``/start``, ``/``, ``/fail``) so a
+  run that never happens (machine asleep, cron broken) is noticed too.
+
+Notification URLs carry secrets (bot tokens, passwords, webhook tokens). They are shown
+only through :func:`redact_url`, and while apprise runs, a log-record factory scrubs them
+from every record any logger creates (apprise, requests, urllib3, plugin libraries).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import re
+import threading
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from harness_lib.models import Phase, RunReport, Verdict
+
+__all__ = [
+    "Delivery",
+    "format_message",
+    "heartbeat",
+    "redact_text",
+    "redact_url",
+    "send",
+    "should_notify",
+]
+
+MASK = "***"
+
+# ----------------------------------------------------------------------------- message
+
+_MARKET_DATA_TYPES = {1: "live", 2: "frozen", 3: "delayed", 4: "delayed frozen"}
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """The outcome of one notification or heartbeat. ``channel`` is always redacted."""
+
+    channel: str
+    ok: bool
+    detail: str
+
+
+def _seconds(value: Any) -> str:
+    if isinstance(value, (int, float)) and math.isfinite(value):
+        return f"{value:.2f} s"
+    return "never"
+
+
+def _money(value: Any) -> str:
+    if isinstance(value, (int, float)) and math.isfinite(value):
+        return f"{value:.2f}"
+    return "?"
+
+
+def _ib_line(report: RunReport) -> str | None:
+    """The IB message that best explains the failure, e.g. ``IB 354: Requested market
+    data is not subscribed``; None if IB said nothing relevant."""
+    failing = report.failing_phase
+    candidates = list(failing.errors) if failing else []
+    candidates += [e for p in report.phases if p is not failing for e in p.errors]
+    # 2100-2199 are farm/connection notices ("market data farm connection is OK"); they
+    # are noise next to a real error, so prefer anything else.
+    real = [e for e in candidates if not 2100 <= e.code <= 2199]
+    chosen = (real or candidates or [None])[0]
+    return str(chosen) if chosen is not None else None
+
+
+def format_message(report: RunReport, *, report_location: str | None) -> tuple[str, str]:
+    """Build the (title, body) of the phone message for a run.
+
+    PASS: ``✅ livefire PASSED — <contract> on <target label>``. Anything else:
+    ``🚨 livefire <VERDICT> — DO NOT TRUST THE DASHBOARD``. A simulator run says
+    SIMULATOR in both title and body.
+    """
+    target = report.target
+    verdict = report.verdict
+    if verdict == Verdict.PASS:
+        title = f"✅ livefire PASSED — {report.contract} on {target.label}"
+    else:
+        title = f"🚨 livefire {verdict} — DO NOT TRUST THE DASHBOARD"
+        if target.simulated:
+            title += " (SIMULATOR run)"
+
+    lines: list[str] = []
+    if target.simulated:
+        lines.append("SIMULATOR run — this says nothing about the real IB gateway.")
+    lines.append(f"Target: {target.label}")
+    if not target.account:
+        lines.append(f"Account: {', '.join(target.accounts) or 'not reported'}")
+    lines.append(f"Contract: {report.contract}")
+    lines.append(f"Verdict: {verdict} (exit {report.exit_code})")
+
+    failing = report.failing_phase
+    if failing is not None:
+        lines.append(f"Failed phase: {failing.phase} — {failing.reason or verdict}")
+    elif verdict != Verdict.PASS:
+        lines.append(f"Reason: {report.reason}")
+    ib = _ib_line(report) if verdict != Verdict.PASS else None
+    if ib and (failing is None or ib not in failing.reason):
+        lines.append(ib)
+
+    ticks = report.phase(Phase.TICKS)
+    if ticks is not None and ticks.verdict != Verdict.SKIPPED:
+        line = (
+            f"First bid: {_seconds(ticks.metrics.get('first_bid_s'))}, "
+            f"first ask: {_seconds(ticks.metrics.get('first_ask_s'))}"
+        )
+        mdt = ticks.metrics.get("market_data_type")
+        if mdt is not None:
+            name = _MARKET_DATA_TYPES.get(mdt) if isinstance(mdt, int) else None
+            line += f" (market data type {mdt}{f' = {name}' if name else ''})"
+        lines.append(line)
+
+    rt = report.phase(Phase.ROUND_TRIP)
+    if rt is not None and rt.metrics.get("total_cost") is not None:
+        m = rt.metrics
+        currency = m.get("currency") or ""
+        line = f"Round-trip cost: {_money(m.get('total_cost'))} {currency}".rstrip()
+        parts = [
+            f"{label} {_money(m[key])}"
+            for key, label in (
+                ("commission", "commission"),
+                ("slippage", "slippage"),
+                ("realized_pnl", "realized P&L"),
+            )
+            if m.get(key) is not None
+        ]
+        if parts:
+            line += f" ({', '.join(parts)})"
+        lines.append(line)
+
+    where = report_location or report.report_path or report.store_path
+    if where:
+        lines.append(f"Report: {where}")
+    lines.append(f"Run: {report.run_id}")
+    return title, "\n".join(lines)
+
+
+_POLICIES = ("fail", "always", "change")
+
+
+def should_notify(policy: str, verdict: Verdict, previous_verdict: str | None) -> bool:
+    """Whether to send a message for this run.
+
+    ``always``: every run. ``fail``: every run that did not PASS (a run where nothing ran
+    is not a pass either). ``change``: only when the verdict differs from the previous run
+    on the same target; the first run ever counts as a change.
+    """
+    policy = policy.strip().lower()
+    if policy not in _POLICIES:
+        raise ValueError(f"unknown notify policy {policy!r}: use one of {', '.join(_POLICIES)}")
+    if policy == "always":
+        return True
+    if policy == "fail":
+        return verdict != Verdict.PASS
+    if previous_verdict is None:
+        return True
+    return str(verdict) != str(previous_verdict).strip().upper()
+
+
+# --------------------------------------------------------------------------- redaction
+
+_TOKEN_CHARS = r"[A-Za-z0-9_:\-]"
+_LONG_TOKEN = re.compile(rf"{_TOKEN_CHARS}{{12,}}")
+# Telegram bot tokens: <bot id>:<35-ish chars>, found in tgram:// URLs and api paths.
+_TELEGRAM_TOKEN = re.compile(r"\d{5,}:[A-Za-z0-9_\-]{20,}")
+# Query keys whose values are credentials whatever they look like (``+Authorization``
+# is apprise's header syntax).
+_SECRET_KEY = re.compile(
+    r"token|key|secret|pass|pwd|auth|sig|cred|session|cookie|bearer|webhook", re.IGNORECASE
+)
+
+
+def _is_secret_path_segment(segment: str) -> bool:
+    raw = urllib.parse.unquote(segment)
+    return bool(_LONG_TOKEN.fullmatch(raw) or _TELEGRAM_TOKEN.search(raw))
+
+
+def _host_is_token(scheme: str, host: str) -> bool:
+    # Many apprise schemes put a token where the host goes (tgram://<bot token>/<chat>,
+    # slack://TokenA/..., discord://<id>/<token>). Real host names have dots, brackets
+    # or are short; a long dot-less run of token characters with a digit is a secret.
+    if scheme.lower() in ("tgram", "telegram"):
+        return bool(host)
+    if _TELEGRAM_TOKEN.search(host):
+        return True
+    return bool(_LONG_TOKEN.fullmatch(host)) and any(c.isdigit() for c in host)
+
+
+def _split(url: str) -> tuple[str, str, str, str, str, str]:
+    """(scheme, userinfo, hostport, path, query, fragment) without validating anything:
+    apprise URLs are often not valid RFC 3986 (tokens with ':' in the host part)."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return "", "", "", url, "", ""
+    rest, _, fragment = rest.partition("#")
+    rest, _, query = rest.partition("?")
+    netloc, slash, path = rest.partition("/")
+    userinfo, at, hostport = netloc.rpartition("@")
+    if not at:
+        userinfo, hostport = "", netloc
+    return scheme, userinfo, hostport, slash + path, query, fragment
+
+
+def _host_only(hostport: str) -> str:
+    if hostport.startswith("["):  # IPv6 literal
+        return hostport.split("]", 1)[0] + "]"
+    # A telegram token has one ':' too, so only strip a purely numeric port.
+    host, sep, port = hostport.rpartition(":")
+    return host if sep and port.isdigit() else hostport
+
+
+def redact_url(url: str) -> str:
+    """A URL safe to log and show: scheme and host stay visible; user:password,
+    telegram bot tokens, path segments that look like tokens (12+ chars of
+    ``[A-Za-z0-9_:-]``), credential-like query values and fragments become ``***``."""
+    if not isinstance(url, str):
+        return MASK
+    scheme, userinfo, hostport, path, query, fragment = _split(url.strip())
+    if not scheme:
+        # Not a URL at all: it may be a bare token, so show nothing of it.
+        return MASK
+    out = f"{scheme}://"
+    if userinfo:
+        out += f"{MASK}@"
+    host = _host_only(hostport)
+    if _host_is_token(scheme, host):
+        out += MASK + hostport[len(host) :]
+    else:
+        out += hostport
+    if path:
+        out += "/".join(MASK if _is_secret_path_segment(s) else s for s in path.split("/"))
+    if query:
+        pairs = []
+        for item in query.split("&"):
+            key, eq, value = item.partition("=")
+            plain_key = urllib.parse.unquote_plus(key)
+            plain_value = urllib.parse.unquote_plus(value)
+            if (
+                eq
+                and value
+                and (_SECRET_KEY.search(plain_key) or _LONG_TOKEN.fullmatch(plain_value))
+            ):
+                value = MASK
+            pairs.append(f"{key}{eq}{value}")
+        out += "?" + "&".join(pairs)
+    if fragment:
+        out += f"#{MASK}"
+    return out
+
+
+def _secrets_in_url(url: str) -> set[str]:
+    """Every substring of ``url`` that :func:`redact_url` hides, in raw and decoded form,
+    so free text (log lines, exception messages) can be scrubbed with :func:`redact_text`."""
+    found: set[str] = set()
+    scheme, userinfo, hostport, path, query, fragment = _split(url.strip())
+    if not scheme:
+        found.add(url.strip())
+    if userinfo:
+        user, _, password = userinfo.partition(":")
+        found.update({password, userinfo})
+        if len(urllib.parse.unquote(user)) >= 6:
+            found.add(user)
+    host = _host_only(hostport)
+    if _host_is_token(scheme, host):
+        found.add(host)
+    for segment in path.split("/"):
+        if _is_secret_path_segment(segment):
+            found.add(segment)
+    for item in query.split("&"):
+        key, _, value = item.partition("=")
+        plain_value = urllib.parse.unquote_plus(value)
+        if value and (
+            _SECRET_KEY.search(urllib.parse.unquote_plus(key)) or _LONG_TOKEN.fullmatch(plain_value)
+        ):
+            found.add(value)
+    if fragment:
+        found.add(fragment)
+    return _with_encodings(found)
+
+
+def _with_encodings(values: Iterable[str]) -> set[str]:
+    out: set[str] = set()
+    for value in values:
+        # Very short values ("a", "1") would shred every log line they happen to match.
+        if not value or len(value) < 4:
+            continue
+        for variant in (
+            value,
+            urllib.parse.unquote(value),
+            urllib.parse.unquote_plus(value),
+            urllib.parse.quote(urllib.parse.unquote(value), safe=""),
+            urllib.parse.quote_plus(urllib.parse.unquote_plus(value), safe=""),
+        ):
+            if len(variant) >= 4:
+                out.add(variant)
+    return out
+
+
+def _plugin_secrets(plugin: Any) -> set[str]:
+    """Values apprise itself marks private in a plugin's template (passwords, API keys),
+    which covers schemes whose tokens are short or sit in unusual places."""
+    found: set[str] = set()
+    try:
+        templates = {
+            **getattr(plugin, "template_tokens", {}),
+            **getattr(plugin, "template_args", {}),
+        }
+        for key, spec in templates.items():
+            if not isinstance(spec, dict) or not spec.get("private"):
+                continue
+            value = getattr(plugin, spec.get("map_to", key), None)
+            values = value if isinstance(value, (list, tuple, set)) else [value]
+            found.update(str(v) for v in values if isinstance(v, (str, int)) and str(v))
+    except Exception:  # a plugin that can't be introspected is still sendable
+        pass
+    return _with_encodings(found)
+
+
+def redact_text(text: str, secrets: Iterable[str]) -> str:
+    """Replace every occurrence of each secret in ``text`` with ``***`` (longest first, so
+    a password inside a longer token is not left half-visible)."""
+    for secret in sorted({s for s in secrets if s}, key=len, reverse=True):
+        text = text.replace(secret, MASK)
+    return text
+
+
+def _scrub_record(record: logging.LogRecord, secrets: set[str]) -> None:
+    """Rewrite a log record in place so no handler (files, caplog, rich) sees a secret."""
+    try:
+        message = record.getMessage()
+    except Exception:  # a malformed record: keep only the template
+        message = str(record.msg)
+    clean = redact_text(message, secrets)
+    if clean != message:
+        record.msg, record.args = clean, None
+    if record.exc_info:
+        # Exception texts (e.g. requests' "Max retries exceeded with url: /bot<token>")
+        # are rendered once here, scrubbed, and the live traceback dropped.
+        text = logging.Formatter().formatException(record.exc_info)
+        record.exc_text = redact_text(text, secrets)
+        record.exc_info = None
+    elif record.exc_text:
+        record.exc_text = redact_text(record.exc_text, secrets)
+
+
+# Serialises sends so each one restores exactly the factory it replaced.
+_factory_lock = threading.RLock()
+
+
+@contextlib.contextmanager
+def _redacting_logs(secrets: set[str]) -> Iterator[None]:
+    """Scrub ``secrets`` from every log record created while the block runs.
+
+    A record factory rather than logger filters: filters only see records of the logger
+    they are attached to, and apprise pulls in requests/urllib3 (whose connection pool
+    logs ``POST /bot<token>/sendMessage`` at DEBUG) and plugin libraries lazily, after
+    any list of loggers could have been made. ``secrets`` may grow while the block runs.
+    """
+    with _factory_lock:
+        previous = logging.getLogRecordFactory()
+
+        def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
+            record = previous(*args, **kwargs)
+            _scrub_record(record, secrets)
+            return record
+
+        logging.setLogRecordFactory(factory)
+        try:
+            yield
+        finally:
+            # If something replaced our factory meanwhile, leave theirs (it wraps ours,
+            # which only ever redacts).
+            if logging.getLogRecordFactory() is factory:
+                logging.setLogRecordFactory(previous)
+
+
+# -------------------------------------------------------------------------------- send
+
+
+def _result_detail(result: Any, secrets: set[str]) -> str:
+    """The last warning/error apprise captured for a delivery, scrubbed."""
+    messages: list[str] = []
+    try:
+        for service_result in result:
+            for entry in service_result.logs():
+                if str(getattr(entry, "level", "")).upper() in ("WARNING", "ERROR", "CRITICAL"):
+                    messages.append(str(entry.message))
+    except Exception:
+        pass
+    status = getattr(getattr(result, "status", None), "name", None) or "FAILURE"
+    detail = f"not delivered ({status.lower()})"
+    if messages:
+        detail += f": {messages[-1]}"
+    return redact_text(detail, secrets)
+
+
+def send(urls: Sequence[str], title: str, body: str, *, timeout: float = 10) -> list[Delivery]:
+    """Send (title, body) to every apprise URL; one :class:`Delivery` per URL, in order.
+
+    Never raises (short of KeyboardInterrupt): unparseable URLs, refused connections,
+    HTTP errors, plugin crashes and a missing apprise all come back as ``ok=False`` with a
+    redacted detail, because a broken phone channel must not change the run's exit code.
+    ``timeout`` bounds each URL's connect and read and the whole apprise call for it.
+    """
+    if isinstance(urls, str):  # one URL passed bare: don't iterate its characters
+        urls = [urls]
+    urls = [u.strip() for u in urls if isinstance(u, str) and u.strip()]
+    try:
+        return _send(urls, title, body, timeout)
+    except Exception as exc:
+        secrets: set[str] = set()
+        for url in urls:
+            with contextlib.suppress(Exception):
+                secrets |= _secrets_in_url(url)
+        detail = redact_text(f"not delivered: {type(exc).__name__}: {exc}", secrets)
+        return [Delivery(redact_url(u), False, detail) for u in urls]
+
+
+def _send(urls: list[str], title: str, body: str, timeout: float) -> list[Delivery]:
+    import apprise  # imported here: plugin loading is slow and only needed to send
+
+    per_url = [_secrets_in_url(u) for u in urls]
+    # One live set shared with the record factory; plugin secrets are added as found.
+    all_secrets: set[str] = set().union(*per_url) if per_url else set()
+    deliveries: list[Delivery] = []
+    with _redacting_logs(all_secrets):
+        ap = apprise.Apprise()
+        tags: list[str | None] = []
+        for i, url in enumerate(urls):
+            channel = redact_url(url)
+            tag = f"livefire-{i}"
+            try:
+                plugin = apprise.Apprise.instantiate(url, tag=tag)
+            except Exception as exc:
+                err = redact_text(f"{type(exc).__name__}: {exc}", all_secrets)
+                tags.append(None)
+                deliveries.append(
+                    Delivery(channel, False, f"unsupported notification URL {channel} ({err})")
+                )
+                continue
+            if plugin is None:
+                tags.append(None)
+                deliveries.append(
+                    Delivery(channel, False, f"unsupported notification URL {channel}")
+                )
+                continue
+            all_secrets |= _plugin_secrets(plugin)
+            # apprise knows which parts of its own URL are private; hide those too.
+            channel = redact_text(channel, all_secrets)
+            for attr in ("socket_connect_timeout", "socket_read_timeout"):
+                with contextlib.suppress(Exception):
+                    setattr(plugin, attr, float(timeout))
+            ap.add(plugin)
+            tags.append(tag)
+            deliveries.append(Delivery(channel, False, "pending"))
+
+        for i, tag in enumerate(tags):
+            if tag is None:
+                continue
+            channel = deliveries[i].channel
+            try:
+                # One tag per URL so each channel gets its own ok/detail, while apprise
+                # still applies its own per-service formatting and emoji handling.
+                result = ap.notify(body=body, title=title, tag=tag, timeout=timeout)
+                if bool(result):
+                    deliveries[i] = Delivery(channel, True, "delivered")
+                else:
+                    deliveries[i] = Delivery(channel, False, _result_detail(result, all_secrets))
+            except Exception as exc:
+                detail = redact_text(f"{type(exc).__name__}: {exc}", all_secrets)
+                deliveries[i] = Delivery(channel, False, f"not delivered: {detail}")
+    return deliveries
+
+
+# --------------------------------------------------------------------------- heartbeat
+
+_HEARTBEAT_SUFFIX = {"start": "/start", "success": "", "fail": "/fail"}
+
+
+def heartbeat(url: str | None, stage: str, *, timeout: float = 5) -> Delivery | None:
+    """Ping a healthchecks.io-style check: ``<url>/start`` when a run begins, ``<url>``
+    when it passed, ``<url>/fail`` when it did not. Returns None when no URL is
+    configured; never raises (a dead monitoring service must not fail the run)."""
+    if not url or not url.strip():
+        return None
+    base = url.strip().rstrip("/")
+    secrets = _secrets_in_url(base)
+    channel = redact_url(base)
+    if stage not in _HEARTBEAT_SUFFIX:
+        return Delivery(channel, False, f"unknown heartbeat stage {stage!r}")
+    scheme = urllib.parse.urlsplit(base).scheme.lower()
+    if scheme not in ("http", "https"):
+        # urllib would also open file:// and ftp:// URLs; a heartbeat is HTTP only.
+        return Delivery(channel, False, f"heartbeat URL must be http(s): {channel}")
+    # Healthchecks puts the query (e.g. ?rid=) after the stage suffix, not before.
+    parts = urllib.parse.urlsplit(base)
+    target = urllib.parse.urlunsplit(
+        parts._replace(path=parts.path.rstrip("/") + _HEARTBEAT_SUFFIX[stage])
+    )
+    shown = redact_url(target)
+    request = urllib.request.Request(
+        target, method="GET", headers={"User-Agent": "livefire-heartbeat/1"}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            status = getattr(response, "status", 200)
+            response.read(1024)
+        return Delivery(channel, 200 <= status < 300, f"{stage}: HTTP {status} from {shown}")
+    except urllib.error.HTTPError as exc:
+        return Delivery(channel, False, f"{stage}: HTTP {exc.code} from {shown}")
+    except Exception as exc:
+        reason = getattr(exc, "reason", exc)
+        detail = redact_text(f"{type(exc).__name__}: {reason}", secrets)
+        return Delivery(channel, False, f"{stage}: not delivered to {shown} ({detail})")

@@ -1,0 +1,788 @@
+"""Render a :class:`~harness_lib.models.RunReport` for machines and people.
+
+One run produces the same facts in four shapes:
+
+* a JSON report (``<reports_dir>/<run_id>.json`` plus ``latest.json``) described by
+  :data:`SCHEMA`, for dashboards and scripts;
+* a JUnit XML file, so CI systems show a failing phase as a failing test;
+* a self-contained HTML page, the fallback for ``harness report`` when the notebook
+  export is unavailable (fed from plain store rows, not from a RunReport);
+* a rich table for the console.
+
+Every shape names the target, and a simulator run says SIMULATOR, so a green simulator
+run is never mistaken for a healthy gateway.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+import os
+import re
+import tempfile
+import xml.etree.ElementTree as ET
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from rich.table import Table
+from rich.text import Text
+
+from harness_lib.models import Phase, PhaseResult, RunReport, Verdict
+
+SCHEMA_VERSION = 1
+"""Bumped whenever a field of the JSON report changes meaning or disappears."""
+
+# --------------------------------------------------------------------------- schema
+
+_VERDICTS = [str(v) for v in Verdict]
+_PHASES = [str(p) for p in Phase]
+
+
+def _nullable(type_: str) -> list[str]:
+    return [type_, "null"]
+
+
+_IB_MESSAGE_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "description": "An error, warning or notice exactly as IB sent it (msg 4).",
+    "required": ["code", "message", "req_id", "t_wall"],
+    "additionalProperties": False,
+    "properties": {
+        "code": {
+            "type": "integer",
+            "description": "IB error code, e.g. 354 (market data not subscribed) or 2104 "
+            "(farm connection OK notice).",
+        },
+        "message": {"type": "string", "description": "IB's message text, unchanged."},
+        "req_id": {
+            "type": "integer",
+            "description": "The request id the message refers to; -1 for connection-level "
+            "messages.",
+        },
+        "t_wall": {
+            "type": "string",
+            "format": "date-time",
+            "description": "When the message arrived (ISO 8601, UTC).",
+        },
+    },
+}
+
+_CHECKPOINT_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "description": "A named moment reached inside a phase; the last one tells where a run stopped.",
+    "required": ["name", "t_mono", "t_wall", "detail"],
+    "additionalProperties": False,
+    "properties": {
+        "name": {"type": "string", "description": "Checkpoint name, e.g. 'subscribed'."},
+        "t_mono": {
+            "type": "number",
+            "description": "Monotonic clock reading in seconds; only differences between "
+            "checkpoints of one run are meaningful.",
+        },
+        "t_wall": {
+            "type": "string",
+            "format": "date-time",
+            "description": "Wall-clock time the checkpoint was reached (ISO 8601, UTC).",
+        },
+        "detail": {"type": "string", "description": "Free-form detail; may be empty."},
+    },
+}
+
+_METRICS_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "description": "Numbers a phase measured. Known keys are listed; phases may add more. "
+    "Values that were not observed are null (never NaN).",
+    "additionalProperties": True,
+    "properties": {
+        "first_bid_s": {
+            "type": _nullable("number"),
+            "description": "ticks: seconds from subscribing until the first real bid; null "
+            "if none arrived.",
+        },
+        "first_ask_s": {
+            "type": _nullable("number"),
+            "description": "ticks: seconds from subscribing until the first real ask; null "
+            "if none arrived.",
+        },
+        "market_data_type": {
+            "type": ["integer", "string", "null"],
+            "description": "ticks: IB market data type seen (1 live, 2 frozen, 3 delayed, "
+            "4 delayed frozen).",
+        },
+        "total_cost": {
+            "type": _nullable("number"),
+            "description": "round_trip: commission plus slippage of the buy/sell round trip, "
+            "in 'currency'.",
+        },
+        "commission": {
+            "type": _nullable("number"),
+            "description": "round_trip: commissions IB reported for both legs.",
+        },
+        "slippage": {
+            "type": _nullable("number"),
+            "description": "round_trip: cost of fills versus the quote at order time.",
+        },
+        "realized_pnl": {
+            "type": _nullable("number"),
+            "description": "round_trip: realized P&L IB reported for the round trip.",
+        },
+        "currency": {
+            "type": _nullable("string"),
+            "description": "round_trip: currency of the cost figures, e.g. USD.",
+        },
+    },
+}
+
+_PHASE_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "description": "The result of one phase.",
+    "required": [
+        "phase",
+        "verdict",
+        "reason",
+        "started_at",
+        "duration_s",
+        "checkpoints",
+        "metrics",
+        "evidence",
+        "errors",
+    ],
+    "additionalProperties": False,
+    "properties": {
+        "phase": {
+            "type": "string",
+            "enum": _PHASES,
+            "description": "Which phase: health, ticks, round_trip or cleanup.",
+        },
+        "verdict": {
+            "type": "string",
+            "enum": _VERDICTS,
+            "description": "What the phase concluded.",
+        },
+        "reason": {
+            "type": "string",
+            "description": "Why the phase got its verdict, in one line; may be empty on PASS.",
+        },
+        "started_at": {
+            "type": "string",
+            "format": "date-time",
+            "description": "When the phase started (ISO 8601, UTC).",
+        },
+        "duration_s": {
+            "type": _nullable("number"),
+            "minimum": 0,
+            "description": "How long the phase took, in seconds.",
+        },
+        "checkpoints": {
+            "type": "array",
+            "items": _CHECKPOINT_SCHEMA,
+            "description": "Checkpoints reached, in order.",
+        },
+        "metrics": _METRICS_SCHEMA,
+        "evidence": {
+            "type": "object",
+            "description": "Raw observations backing the verdict (ids, prices, positions); "
+            "shape depends on the phase.",
+        },
+        "errors": {
+            "type": "array",
+            "items": _IB_MESSAGE_SCHEMA,
+            "description": "IB errors, warnings and notices received during the phase.",
+        },
+    },
+}
+
+_TARGET_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "description": "What the run talked to: a real IB gateway/TWS or the simulator.",
+    "required": [
+        "host",
+        "port",
+        "client_id",
+        "simulated",
+        "scenario",
+        "account",
+        "accounts",
+        "server_version",
+        "label",
+    ],
+    "additionalProperties": False,
+    "properties": {
+        "host": {"type": "string", "description": "Host name or address connected to."},
+        "port": {
+            "type": "integer",
+            "minimum": 0,
+            "maximum": 65535,
+            "description": "TCP port (e.g. 4002 paper gateway).",
+        },
+        "client_id": {"type": "integer", "description": "IB API client id used."},
+        "simulated": {
+            "type": "boolean",
+            "description": "True when the target was the livefire simulator, not IB.",
+        },
+        "scenario": {
+            "type": _nullable("string"),
+            "description": "Simulator scenario name; null for a real gateway.",
+        },
+        "account": {
+            "type": _nullable("string"),
+            "description": "The account the run used, if known.",
+        },
+        "accounts": {
+            "type": "array",
+            "items": {"type": "string"},
+            "description": "All accounts the gateway reported (managedAccounts).",
+        },
+        "server_version": {
+            "type": _nullable("integer"),
+            "description": "IB API server version reported at connect.",
+        },
+        "label": {
+            "type": "string",
+            "description": "One-line human description; starts with SIMULATOR for simulator runs.",
+        },
+    },
+}
+
+SCHEMA: dict[str, Any] = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "$id": "urn:livefire:run-report:1",
+    "title": "livefire run report",
+    "description": "What one `harness run` concluded about an Interactive Brokers stack. "
+    "Written to <reports_dir>/<run_id>.json and copied to latest.json.",
+    "type": "object",
+    "required": [
+        "schema_version",
+        "simulated",
+        "run_id",
+        "verdict",
+        "exit_code",
+        "reason",
+        "target",
+        "contract",
+        "started_at",
+        "finished_at",
+        "store_path",
+        "phases",
+    ],
+    "additionalProperties": False,
+    "properties": {
+        "schema_version": {
+            "const": SCHEMA_VERSION,
+            "description": "Version of this report format; bumped on incompatible changes.",
+        },
+        "simulated": {
+            "type": "boolean",
+            "description": "True when the run targeted the simulator: its PASS says nothing "
+            "about the real gateway.",
+        },
+        "run_id": {
+            "type": "string",
+            "minLength": 1,
+            "description": "Unique id of the run; also the report's file name.",
+        },
+        "verdict": {
+            "type": "string",
+            "enum": _VERDICTS,
+            "description": "The run's verdict: the most severe phase verdict.",
+        },
+        "exit_code": {
+            "type": "integer",
+            "enum": [0, 1, 2, 3, 4],
+            "description": "Process exit code: 0 pass, 1 fail, 2 stalled, 3 refused, 4 bad input.",
+        },
+        "reason": {
+            "type": "string",
+            "description": "Why the run got its verdict, in one line.",
+        },
+        "target": _TARGET_SCHEMA,
+        "contract": {
+            "type": "string",
+            "description": "The contract the run subscribed to / traded, as given.",
+        },
+        "started_at": {
+            "type": "string",
+            "format": "date-time",
+            "description": "When the run started (ISO 8601, UTC).",
+        },
+        "finished_at": {
+            "type": _nullable("string"),
+            "format": "date-time",
+            "description": "When the run finished; null if it never concluded.",
+        },
+        "store_path": {
+            "type": _nullable("string"),
+            "description": "Path of the run store holding the full event history, if any.",
+        },
+        "phases": {
+            "type": "array",
+            "items": _PHASE_SCHEMA,
+            "description": "Phase results in execution order.",
+        },
+    },
+}
+"""JSON Schema (draft 2020-12) of the JSON report written by :func:`write_json_report`."""
+
+
+# ------------------------------------------------------------------------------ JSON
+
+
+def report_json(report: RunReport) -> dict[str, Any]:
+    """The JSON report as a dict: ``RunReport.to_dict()`` plus ``schema_version`` and
+    ``simulated`` (first, so a human opening the file sees them at once)."""
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "simulated": bool(report.target.simulated),
+        **report.to_dict(),
+    }
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    """Write via a temp file in the same directory + os.replace, so a reader (a dashboard
+    polling latest.json) never sees a half-written file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        # Leave no stray temp files behind, whatever went wrong.
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _dumps(data: Any) -> str:
+    # default=str: metrics/evidence may carry Decimals or other non-JSON scalars;
+    # a report that cannot be written is worse than one with a stringified value.
+    return json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n"
+
+
+def write_json(report: RunReport, path: Path) -> Path:
+    """Write the JSON report to ``path`` (atomically) and return the path."""
+    path = Path(path)
+    _atomic_write_text(path, _dumps(report_json(report)))
+    return path
+
+
+_UNSAFE_FILENAME = re.compile(r"[^A-Za-z0-9._-]")
+
+
+def _safe_file_stem(run_id: str) -> str:
+    # run_id becomes a file name: never let it climb out of reports_dir or hide itself.
+    stem = _UNSAFE_FILENAME.sub("_", run_id).lstrip(".")
+    return stem or "run"
+
+
+def write_json_report(report: RunReport, reports_dir: Path) -> Path:
+    """Write ``<reports_dir>/<run_id>.json`` and atomically refresh ``latest.json``.
+
+    Returns the path of the per-run file. ``latest.json`` is a copy, not a symlink, so
+    it survives being synced or copied elsewhere.
+    """
+    reports_dir = Path(reports_dir)
+    text = _dumps(report_json(report))
+    path = reports_dir / f"{_safe_file_stem(report.run_id)}.json"
+    _atomic_write_text(path, text)
+    _atomic_write_text(reports_dir / "latest.json", text)
+    return path
+
+
+# ----------------------------------------------------------------------------- JUnit
+
+
+def _fmt_seconds(value: Any) -> str:
+    if isinstance(value, (int, float)) and math.isfinite(value):
+        return f"{float(value):.3f}"
+    return "0.000"
+
+
+def _utc_naive_iso(dt: datetime) -> str:
+    # The JUnit XSD wants a timestamp without a zone designator; we always write UTC.
+    if dt.tzinfo is not None:
+        dt = dt.astimezone(UTC)
+    return dt.replace(tzinfo=None).isoformat(timespec="seconds")
+
+
+def _phase_details(result: PhaseResult) -> str:
+    """The failure text CI shows: reason, IB messages, last checkpoint, metrics."""
+    lines = [f"verdict: {result.verdict}", f"reason: {result.reason or '-'}"]
+    if result.checkpoints:
+        last = result.checkpoints[-1]
+        detail = f" ({last.detail})" if last.detail else ""
+        lines.append(f"last checkpoint: {last.name}{detail}")
+    for err in result.errors:
+        req = f" (reqId {err.req_id})" if err.req_id != -1 else ""
+        lines.append(f"IB {err.code}: {err.message}{req} at {err.t_wall.isoformat()}")
+    for key, value in result.metrics.items():
+        if isinstance(value, float) and not math.isfinite(value):
+            value = None  # same as the JSON report: not observed
+        lines.append(f"{key}: {'not observed' if value is None else value}")
+    return "\n".join(lines)
+
+
+def _failure_message(result: PhaseResult) -> str:
+    codes = [str(e) for e in result.errors if str(e) not in result.reason]
+    msg = result.reason or str(result.verdict)
+    # The message attribute is what most CI UIs show in a list; put the IB code there.
+    return f"{msg} [{codes[0]}]" if codes else msg
+
+
+def junit_xml(report: RunReport) -> str:
+    """JUnit XML for the run: one ``<testsuite name="livefire">`` (inside
+    ``<testsuites>``) with one ``<testcase>`` per phase.
+
+    FAIL/ABORTED become ``<failure>``, STALLED a ``<failure type="STALLED">``,
+    REFUSED/BAD_INPUT an ``<error>`` (the run could not test anything), SKIPPED
+    ``<skipped/>``.
+    """
+    kind = "simulated" if report.target.simulated else "gateway"
+    counts = {"tests": 0, "failures": 0, "errors": 0, "skipped": 0}
+    total_time = sum(
+        p.duration_s
+        for p in report.phases
+        if isinstance(p.duration_s, (int, float)) and math.isfinite(p.duration_s)
+    )
+    if report.finished_at is not None:
+        total_time = max(total_time, (report.finished_at - report.started_at).total_seconds())
+
+    suite = ET.Element("testsuite", name="livefire")
+    props = ET.SubElement(suite, "properties")
+    for name, value in (
+        ("target", report.target.label),
+        ("simulated", str(report.target.simulated).lower()),
+        ("run_id", report.run_id),
+        ("contract", report.contract),
+        ("verdict", str(report.verdict)),
+        ("exit_code", str(report.exit_code)),
+    ):
+        ET.SubElement(props, "property", name=name, value=value)
+
+    cases: list[tuple[str, Verdict, str, str, str]] = [
+        (
+            str(p.phase),
+            p.verdict,
+            _fmt_seconds(p.duration_s),
+            _failure_message(p),
+            _phase_details(p),
+        )
+        for p in report.phases
+    ]
+    if not cases:
+        # A run with no phase must still show up in CI rather than as an empty suite.
+        cases.append(("run", Verdict.SKIPPED, "0.000", "no phase ran", "no phase ran"))
+
+    for name, verdict, seconds, message, details in cases:
+        counts["tests"] += 1
+        case = ET.SubElement(
+            suite, "testcase", classname=f"livefire.{kind}", name=name, time=seconds
+        )
+        if verdict in (Verdict.FAIL, Verdict.ABORTED, Verdict.STALLED):
+            counts["failures"] += 1
+            el = ET.SubElement(case, "failure", message=message, type=str(verdict))
+            el.text = details
+        elif verdict in (Verdict.REFUSED, Verdict.BAD_INPUT):
+            counts["errors"] += 1
+            el = ET.SubElement(case, "error", message=message, type=str(verdict))
+            el.text = details
+        elif verdict == Verdict.SKIPPED:
+            counts["skipped"] += 1
+            ET.SubElement(case, "skipped", message=message)
+        else:
+            # Passing phases keep their measurements visible in CI as stdout.
+            out = ET.SubElement(case, "system-out")
+            out.text = details
+
+    attrs = {k: str(v) for k, v in counts.items()}
+    attrs["time"] = _fmt_seconds(total_time)
+    attrs["timestamp"] = _utc_naive_iso(report.started_at)
+    suite.attrib.update(attrs)
+
+    # The <testsuites> wrapper repeats the totals: some CI readers only look at the root.
+    totals = {k: v for k, v in attrs.items() if k != "timestamp"}
+    root = ET.Element("testsuites", name="livefire", attrib=totals)
+    root.append(suite)
+    ET.indent(root)
+    return ET.tostring(root, encoding="unicode", xml_declaration=True) + "\n"
+
+
+def write_junit(report: RunReport, path: Path) -> Path:
+    """Write :func:`junit_xml` to ``path`` (atomically) and return the path."""
+    path = Path(path)
+    _atomic_write_text(path, junit_xml(report))
+    return path
+
+
+# ------------------------------------------------------------------------------ HTML
+
+_VERDICT_COLOURS = {
+    "PASS": "#1b7f3b",
+    "SKIPPED": "#6b7280",
+    "FAIL": "#b91c1c",
+    "ABORTED": "#b91c1c",
+    "STALLED": "#b45309",
+    "REFUSED": "#7c3aed",
+    "BAD_INPUT": "#7c3aed",
+}
+
+_CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem;color:#111}
+h1{font-size:1.4rem;margin:0 0 .5rem}
+h2{font-size:1.1rem;margin:1.5rem 0 .5rem}
+table{border-collapse:collapse;width:100%;font-size:.9rem}
+th,td{border:1px solid #ddd;padding:.3rem .5rem;text-align:left;vertical-align:top}
+th{background:#f3f4f6}
+.verdict{display:inline-block;color:#fff;padding:.1rem .5rem;border-radius:.25rem;
+font-weight:600}
+.sim{background:#fde68a;border:2px solid #b45309;padding:.5rem 1rem;font-weight:700;
+margin:.5rem 0}
+dl{display:grid;grid-template-columns:max-content auto;gap:.2rem 1rem}
+dt{font-weight:600}
+dd{margin:0}
+code{font-family:ui-monospace,Menlo,Consolas,monospace}
+"""
+
+
+def _e(value: Any) -> str:
+    """Escape anything for HTML (None shows as an empty cell)."""
+    # pandas missing values (NA, NaT) arrive when rows come from store DataFrames;
+    # checked by type name so this module does not import pandas.
+    if value is None or type(value).__name__ in ("NAType", "NaTType"):
+        return ""
+    if isinstance(value, float):
+        return html.escape(f"{value:.6g}" if math.isfinite(value) else "")
+    if isinstance(value, (dict, list)):
+        return html.escape(json.dumps(value, ensure_ascii=False, default=str))
+    return html.escape(str(value))
+
+
+def _seconds_or_none(value: Any) -> str | None:
+    if isinstance(value, (int, float)) and math.isfinite(value):
+        return f"{value:.3f} s"
+    return None
+
+
+def _verdict_badge(verdict: Any) -> str:
+    text = str(verdict or "UNKNOWN")
+    colour = _VERDICT_COLOURS.get(text, "#374151")
+    return f'<span class="verdict" style="background:{colour}">{_e(text)}</span>'
+
+
+def _maybe_json(value: Any) -> Any:
+    # Store rows may keep metrics/target as JSON text; show them as structures.
+    if isinstance(value, str) and value[:1] in "{[":
+        try:
+            return json.loads(value)
+        except ValueError:
+            return value
+    return value
+
+
+def _first(row: Mapping[str, Any], *keys: str) -> Any:
+    for key in keys:
+        if key in row and row[key] is not None:
+            return row[key]
+    return None
+
+
+def _columns(rows: Iterable[Mapping[str, Any]], preferred: list[str]) -> list[str]:
+    """Preferred columns that occur, then any other keys in first-seen order."""
+    seen: list[str] = []
+    for row in rows:
+        for key in row:
+            if key not in seen:
+                seen.append(key)
+    return [c for c in preferred if c in seen] + [c for c in seen if c not in preferred]
+
+
+def _generic_table(
+    rows: list[dict], preferred: list[str], empty: str, hide: Iterable[str] = ("run_id",)
+) -> str:
+    if not rows:
+        return f"<p>{_e(empty)}</p>"
+    hidden = set(hide)
+    cols = [c for c in _columns(rows, preferred) if c not in hidden]
+    head = "".join(f"<th>{_e(c)}</th>" for c in cols)
+    body = []
+    for row in rows:
+        cells = []
+        for c in cols:
+            v = _maybe_json(row.get(c))
+            is_verdict = c == "verdict" and isinstance(v, str) and v
+            cells.append(f"<td>{_verdict_badge(v) if is_verdict else _e(v)}</td>")
+        body.append("<tr>" + "".join(cells) + "</tr>")
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+
+
+def _target_text(run: Mapping[str, Any]) -> tuple[str, bool]:
+    target = _maybe_json(run.get("target"))
+    simulated = bool(_first(run, "simulated", "target_simulated"))
+    label = _first(run, "target_label", "label")
+    if isinstance(target, Mapping):
+        simulated = simulated or bool(target.get("simulated"))
+        label = label or target.get("label")
+        if not label and target.get("host"):
+            label = f"{target.get('host')}:{target.get('port')}"
+    elif target and not label:
+        label = str(target)
+    if simulated and label and "SIMULATOR" not in str(label):
+        label = f"SIMULATOR {label}"
+    return str(label or "unknown target"), simulated
+
+
+def html_summary(run: dict, phases: list[dict], checkpoints: list[dict], events: list[dict]) -> str:
+    """A self-contained HTML page (inline CSS, no scripts, no external assets) for one run.
+
+    Takes plain dicts so it can be fed straight from store rows; unknown keys are shown
+    as extra columns rather than dropped, and every value is HTML-escaped.
+    """
+    label, simulated = _target_text(run)
+    verdict = _first(run, "verdict") or "UNKNOWN"
+    run_id = _first(run, "run_id", "id") or "?"
+    title = f"livefire {verdict} — {run_id}"
+    if simulated:
+        title += " (SIMULATOR)"
+
+    target = _maybe_json(run.get("target"))
+    account = _first(run, "account", "target_account")
+    if account is None and isinstance(target, Mapping):
+        account = target.get("account")
+    facts = [
+        ("Verdict", _verdict_badge(verdict)),
+        ("Reason", _e(_first(run, "reason"))),
+        ("Target", _e(label)),
+        ("Account", _e(account)),
+        ("Contract", _e(_first(run, "contract"))),
+        ("Run id", f"<code>{_e(run_id)}</code>"),
+        ("Started", _e(_first(run, "started_at"))),
+        ("Finished", _e(_first(run, "finished_at"))),
+        ("Exit code", _e(_first(run, "exit_code"))),
+        ("First bid", _e(_seconds_or_none(run.get("first_bid_s")))),
+        ("First ask", _e(_seconds_or_none(run.get("first_ask_s")))),
+        ("Round-trip cost", _e(run.get("total_cost"))),
+    ]
+    dl = "".join(f"<dt>{k}</dt><dd>{v}</dd>" for k, v in facts if v)
+
+    sim_banner = (
+        '<div class="sim">SIMULATOR RUN — this says nothing about the real IB gateway.</div>'
+        if simulated
+        else ""
+    )
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        f"<title>{_e(title)}</title><style>{_CSS}</style></head><body>",
+        f"<h1>{_e(title)}</h1>",
+        sim_banner,
+        f"<dl>{dl}</dl>",
+        "<h2>Phases</h2>",
+        _generic_table(
+            phases,
+            ["phase", "name", "verdict", "reason", "duration_s", "started_at", "metrics"],
+            "No phase recorded.",
+            # Shown in their own tables below when given; run_id is in the header.
+            hide=["run_id"]
+            + (["checkpoints"] if checkpoints else [])
+            + (["errors"] if events else []),
+        ),
+        "<h2>Checkpoints</h2>",
+        _generic_table(
+            checkpoints,
+            ["phase", "name", "t_wall", "t_mono", "detail"],
+            "No checkpoint recorded.",
+        ),
+        "<h2>Errors and events</h2>",
+        _generic_table(
+            events,
+            ["t_wall", "phase", "kind", "code", "message", "req_id"],
+            "No error or event recorded.",
+        ),
+        f"<p><small>Generated {_e(datetime.now(UTC).isoformat(timespec='seconds'))} "
+        "by livefire.</small></p>",
+        "</body></html>",
+    ]
+    return "\n".join(p for p in parts if p) + "\n"
+
+
+# --------------------------------------------------------------------------- console
+
+_STYLE = {
+    Verdict.PASS: "bold green",
+    Verdict.SKIPPED: "dim",
+    Verdict.FAIL: "bold red",
+    Verdict.ABORTED: "bold red",
+    Verdict.STALLED: "bold yellow",
+    Verdict.REFUSED: "bold magenta",
+    Verdict.BAD_INPUT: "bold magenta",
+}
+
+
+def _seconds_text(value: Any) -> str:
+    if isinstance(value, (int, float)) and math.isfinite(value):
+        return f"{value:.2f} s"
+    return "never"
+
+
+def console_summary(report: RunReport) -> Table:
+    """A rich table of the run: one row per phase (verdict, duration, reason), with the
+    target, account, time to first bid/ask and cost in the caption. The title shouts
+    SIMULATOR when the target was the simulator."""
+    verdict = report.verdict
+    if report.target.simulated:
+        title = Text.assemble(
+            (" SIMULATOR ", "bold black on yellow"),
+            " livefire ",
+            (str(verdict), _STYLE[verdict]),
+            " — not the real gateway",
+        )
+    else:
+        title = Text.assemble("livefire ", (str(verdict), _STYLE[verdict]))
+
+    table = Table(title=title, title_justify="left", caption_justify="left", expand=False)
+    table.add_column("Phase", no_wrap=True)
+    table.add_column("Verdict", no_wrap=True)
+    table.add_column("Duration", justify="right", no_wrap=True)
+    table.add_column("Reason")
+    for p in report.phases:
+        reason = p.reason
+        codes = [str(e) for e in p.errors if not p.ok and str(e) not in reason]
+        if codes:
+            reason = f"{reason} ({codes[0]})" if reason else codes[0]
+        table.add_row(
+            str(p.phase),
+            Text(f"{p.verdict.mark} {p.verdict}", style=_STYLE[p.verdict]),
+            _seconds_text(p.duration_s) if p.verdict != Verdict.SKIPPED else "-",
+            reason,
+        )
+
+    caption = [f"Target: {report.target.label}"]
+    if not report.target.account:
+        # The label names the account when known; otherwise say what the gateway offered.
+        caption.append(f"Account: {', '.join(report.target.accounts) or 'not reported'}")
+    caption.append(f"Contract: {report.contract}")
+    ticks = report.phase(Phase.TICKS)
+    if ticks is not None and ticks.verdict != Verdict.SKIPPED:
+        caption.append(
+            f"First bid: {_seconds_text(ticks.metrics.get('first_bid_s'))}, "
+            f"first ask: {_seconds_text(ticks.metrics.get('first_ask_s'))}"
+            + (
+                f", market data type {ticks.metrics['market_data_type']}"
+                if ticks.metrics.get("market_data_type") is not None
+                else ""
+            )
+        )
+    cost = report.metric("total_cost")
+    if cost is not None:
+        caption.append(f"Round-trip cost: {cost} {report.metric('currency') or ''}".rstrip())
+    caption.append(f"Run {report.run_id}: {report.reason}")
+    table.caption = "\n".join(caption)
+    # Widen the Reason column so the title and caption lines don't wrap into a narrow
+    # stack when every phase passed (empty reasons); 38 = the other columns and borders.
+    table.columns[-1].min_width = max(0, min(120, max(len(line) for line in caption)) - 38)
+    return table
