@@ -398,6 +398,12 @@ _FIELDS: dict[str, _Field] = {
     "tick_deadline": _Field(_TIMEOUT, _TIMEOUT_EXPECTED),
     "fill_deadline": _Field(_TIMEOUT, _TIMEOUT_EXPECTED),
     "stale_after": _Field(_TIMEOUT, _TIMEOUT_EXPECTED),
+    "observe_seconds": _Field(
+        _TIMEOUT,
+        _TIMEOUT_EXPECTED,
+        "how long the ticks phase keeps watching after bid/ask are live, to measure "
+        "inter-arrival times and catch a stream that goes stale",
+    ),
     "quantity": _Field(
         _int(1, 2**63 - 1),
         "an integer >= 1",
@@ -509,6 +515,9 @@ class HarnessConfig:
     fill_deadline: float = 10.0
     stale_after: float = 2.0
     """Seconds without a tick, after the first ticks, before the stream counts as stale."""
+    observe_seconds: float = 0.5
+    """How long the ticks phase keeps watching after bid/ask are live (inter-arrival, staleness).
+    Kept short so a healthy run reaches its verdict fast; raise it to catch slow staleness."""
     quantity: int = 1
     max_quantity: int = 1
     """Hard limit checked by ``safety.check_order``; quantity above it is refused at run time."""

@@ -1,8 +1,8 @@
 """Parse the contract a run should use from a short text spec.
 
-This module only parses. It never talks to IB: turning a spec into a qualified
-contract (and picking the front month from contract details) happens in the
-phase code, which calls :func:`pick_front_month` with what the broker returned.
+Parsing is pure; :func:`resolve_contract` then qualifies a spec on the gateway
+(picking the front month of a future from its contract details), so the conId is
+known before anything subscribes.
 
 Accepted forms (case-insensitive, normalised to upper case)::
 
@@ -21,22 +21,23 @@ use ``STK:ES`` for the stock.
 
 from __future__ import annotations
 
+import asyncio
 import re
 from dataclasses import dataclass
 from datetime import date
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from ib_async import Contract
+from ib_async import IB, Contract
 
 __all__ = [
     "ACCEPTED_FORMS",
     "CURRENCIES",
     "FUTURES_ROOTS",
+    "ContractError",
     "ContractSpec",
     "SpecError",
     "parse_spec",
     "pick_front_month",
+    "resolve_contract",
 ]
 
 ACCEPTED_FORMS = (
@@ -314,3 +315,55 @@ def pick_front_month(details_expiries: list[str], today: date) -> str | None:
         if best is None or when < best[0]:
             best = (when, raw)
     return None if best is None else best[1]
+
+
+class ContractError(Exception):
+    """IB could not resolve a spec to exactly one contract; carries IB's error code."""
+
+    def __init__(self, spec: ContractSpec, code: int | None, message: str) -> None:
+        self.spec = spec
+        self.code = code
+        prefix = f"IB {code}: " if code is not None else ""
+        super().__init__(f"contract {spec.canonical}: {prefix}{message}")
+
+
+async def resolve_contract(
+    ib: IB, spec: ContractSpec, *, today: date | None = None, timeout: float = 10.0
+) -> Contract:
+    """Qualify a spec on the gateway so its conId is known (an unqualified contract never ticks).
+
+    A front-month future is resolved through contract details to the nearest unexpired
+    expiry. Unknown and ambiguous specs raise ContractError with IB's error code (200).
+    """
+    errors: list[tuple[int, str]] = []
+
+    def on_error(req_id: int, code: int, text: str, contract: object) -> None:
+        if code == 200:
+            errors.append((code, text))
+
+    ib.errorEvent += on_error
+    try:
+        contract = spec.to_contract()
+        if spec.sec_type == "FUT" and spec.front_month:
+            details = await asyncio.wait_for(ib.reqContractDetailsAsync(contract), timeout)
+            if not details:
+                code, text = errors[-1] if errors else (None, "no contract details returned")
+                raise ContractError(spec, code, text)
+            expiries = [d.contract.lastTradeDateOrContractMonth for d in details]
+            front = pick_front_month(expiries, today or date.today())
+            if front is None:
+                raise ContractError(spec, None, f"no unexpired expiry among {sorted(expiries)}")
+            chosen = next(d.contract for d in details if d.contract.lastTradeDateOrContractMonth
+                          == front)  # fmt: skip
+            return chosen
+        result = await asyncio.wait_for(ib.qualifyContractsAsync(contract), timeout)
+        if not result or result[0] is None or not contract.conId:
+            if errors:
+                code, text = errors[-1]
+                raise ContractError(spec, code, text)
+            raise ContractError(
+                spec, 200, "The contract description is ambiguous: add an expiry or exchange"
+            )
+        return contract
+    finally:
+        ib.errorEvent -= on_error

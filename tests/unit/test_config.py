@@ -132,6 +132,7 @@ def test_env_parsing_of_every_kind(no_file: Path) -> None:
         "HARNESS_TICK_DEADLINE": "3600",
         "HARNESS_FILL_DEADLINE": "1e1",
         "HARNESS_STALE_AFTER": "0.5",
+        "HARNESS_OBSERVE_SECONDS": "1.5",
         "HARNESS_QUANTITY": "3",
         "HARNESS_MAX_QUANTITY": "100",
         "HARNESS_MAX_NOTIONAL": "25000",

@@ -1,0 +1,150 @@
+"""What every phase shares: the run context and a small helper to build its result."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from ib_async import Contract, Ticker, Trade
+
+from harness_lib.config import HarnessConfig
+from harness_lib.connection import Connection
+from harness_lib.models import Checkpoint, Phase, PhaseResult, Target, Verdict, utcnow
+from harness_lib.recorder import Recorder
+from harness_lib.store import Store
+
+
+def new_run_id() -> str:
+    """A sortable, unique run id such as ``20261121T053900Z-3f2a``."""
+    return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:4]
+
+
+@dataclass
+class RunContext:
+    """The state one run carries from phase to phase.
+
+    Build one with ``RunContext.create(cfg, host=..., port=...)`` to call a phase on its
+    own from a notebook, a script or your own test::
+
+        ctx = RunContext.create(HarnessConfig(contract="AAPL"), host="127.0.0.1", port=7599)
+        print(await health(ctx)); print(await ticks(ctx)); print(await cleanup(ctx))
+    """
+
+    cfg: HarnessConfig
+    run_id: str
+    conn: Connection
+    rec: Recorder
+    target: Target
+    contract: Contract | None = None
+    ticker: Ticker | None = None
+    tickers: list[Ticker] = field(default_factory=list)
+    trades: list[Trade] = field(default_factory=list)
+    account: str | None = None
+    health_passed: bool = False
+    ticks_live: bool = False
+    on_checkpoint: Callable[[str, Checkpoint], None] | None = None
+
+    @classmethod
+    def create(
+        cls,
+        cfg: HarnessConfig,
+        *,
+        host: str | None = None,
+        port: int | None = None,
+        store: Store | None = None,
+        run_id: str | None = None,
+        simulated: bool = False,
+    ) -> RunContext:
+        """A context for one run against ``host:port`` (defaults from the config)."""
+        rid = run_id or new_run_id()
+        h = host or cfg.host
+        p = port if port is not None else (cfg.port or cfg.candidate_ports[0])
+        conn = Connection(h, p, cfg.client_id, timeout=cfg.connect_timeout)
+        target = Target(
+            host=h,
+            port=p,
+            client_id=cfg.client_id,
+            simulated=simulated,
+            scenario=cfg.scenario if simulated else None,
+        )
+        return cls(cfg=cfg, run_id=rid, conn=conn, rec=Recorder(rid, store), target=target)
+
+
+class PhaseRun:
+    """Times one phase, records its checkpoints and builds its PhaseResult."""
+
+    def __init__(self, ctx: RunContext, phase: Phase) -> None:
+        self.ctx = ctx
+        self.phase = phase
+        self.t0 = time.monotonic()
+        self.started_at = utcnow()
+        self.checkpoints: list[Checkpoint] = []
+        self.mark = ctx.conn.mark()
+
+    def cp(self, name: str, detail: str = "") -> Checkpoint:
+        """Record a checkpoint of this phase now."""
+        cp = self.ctx.rec.checkpoint(str(self.phase), name, detail)
+        self.checkpoints.append(cp)
+        if self.ctx.on_checkpoint is not None:
+            self.ctx.on_checkpoint(str(self.phase), cp)
+        return cp
+
+    def elapsed(self) -> float:
+        """Seconds since the phase started."""
+        return time.monotonic() - self.t0
+
+    def result(
+        self,
+        verdict: Verdict,
+        reason: str,
+        metrics: dict[str, Any] | None = None,
+        evidence: dict[str, Any] | None = None,
+    ) -> PhaseResult:
+        """The phase's result, with every IB message that arrived while it ran."""
+        res = PhaseResult(
+            phase=self.phase,
+            verdict=verdict,
+            reason=reason,
+            started_at=self.started_at,
+            duration_s=round(self.elapsed(), 6),
+            checkpoints=list(self.checkpoints),
+            metrics=metrics or {},
+            evidence=evidence or {},
+            errors=self.ctx.conn.since(self.mark),
+        )
+        self.ctx.rec.phase(res)
+        return res
+
+
+def is_real(value: float | None, *, size: bool = False) -> bool:
+    """True for a real quote value: finite, not IB's -1 'no quote', sizes above zero."""
+    if value is None:
+        return False
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        return False
+    if not math.isfinite(x):
+        return False
+    return x > 0 if size else x != -1
+
+
+async def wait_for(
+    pred: Callable[[], bool],
+    deadline: float,
+    *,
+    step: float = 0.01,
+    abort: Callable[[], bool] | None = None,
+) -> bool:
+    """Await until ``pred()`` is true or the monotonic ``deadline`` passes (or ``abort()``)."""
+    while not pred():
+        if time.monotonic() >= deadline or (abort is not None and abort()):
+            return pred()
+        await asyncio.sleep(step)
+    return True

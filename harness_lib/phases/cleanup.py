@@ -1,0 +1,254 @@
+"""Phase 4, cleanup (always runs): cancel our orders, flatten our position, unsubscribe,
+disconnect, and verify. Nothing the harness did not create is ever touched.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+
+from ib_async import Contract, MarketOrder, Trade
+
+from harness_lib.models import Phase, PhaseResult, Verdict
+from harness_lib.safety import GuardRefusal, check_accounts
+from harness_lib.store import HARNESS_REF_PREFIX
+
+from .base import PhaseRun, RunContext, wait_for
+
+
+def clip_to_account(harness_net: float, account_position: float) -> float:
+    """How much to flatten: the harness's own net, never more than the account holds in
+    that direction (if someone already closed it by hand, flattening would open a new
+    position the other way)."""
+    if harness_net > 0:
+        return min(harness_net, max(account_position, 0.0))
+    if harness_net < 0:
+        return max(harness_net, min(account_position, 0.0))
+    return 0.0
+
+
+async def _cancel_ours(ctx: RunContext, is_ours: object) -> list[Trade]:
+    ib = ctx.conn.ib
+    trades = await asyncio.wait_for(ib.reqAllOpenOrdersAsync(), ctx.cfg.connect_timeout * 2)
+    mine = [t for t in trades if t.isActive() and is_ours(t.order.orderRef or "")]  # type: ignore[operator]
+    # reqAllOpenOrders returns fresh Trade objects; cancel through the ones ib_async tracks.
+    for t in mine:
+        ib.cancelOrder(t.order)
+    deadline = time.monotonic() + ctx.cfg.fill_deadline
+    await wait_for(
+        lambda: all(not _still_open(ctx, t) for t in mine), deadline,
+        abort=lambda: not ib.isConnected(),
+    )  # fmt: skip
+    return mine
+
+
+def _still_open(ctx: RunContext, t: Trade) -> bool:
+    for live in ctx.conn.ib.trades():
+        if live.order.permId == t.order.permId and live.order.permId:
+            return live.isActive()
+    return t.isActive()
+
+
+async def _flatten(
+    ctx: RunContext, p: PhaseRun, net: dict[int, float], contracts: dict[int, Contract]
+) -> dict[int, float]:
+    """Send closing market orders for the harness's net per conId; return what is left."""
+    ib = ctx.conn.ib
+    positions = {(pos.account, pos.contract.conId): pos.position for pos in ib.positions()}
+    left: dict[int, float] = {}
+    for con_id, qty in net.items():
+        held = sum(v for (acct, cid), v in positions.items()
+                   if cid == con_id and (ctx.account is None or acct == ctx.account))  # fmt: skip
+        to_close = clip_to_account(qty, held)
+        if to_close == 0:
+            if abs(qty) > 1e-9:
+                ctx.rec.note(
+                    "warning",
+                    f"harness net {qty:+g} on conId {con_id} but the account holds {held:+g}; "
+                    "not flattening what is not there",
+                )
+            continue
+        contract = contracts[con_id]
+        if not contract.exchange:
+            contract.exchange = "SMART" if contract.secType == "STK" else contract.exchange
+        action = "SELL" if to_close > 0 else "BUY"
+        order = MarketOrder(action, abs(to_close), orderRef=ctx.rec.order_ref, tif="DAY")
+        if ctx.account:
+            order.account = ctx.account
+        trade = ib.placeOrder(contract, order)
+        ctx.trades.append(trade)
+        ctx.rec.order_placed(trade, leg="flatten", account=ctx.account)
+        p.cp("flatten_submitted", f"{action} {abs(to_close):g} conId {con_id}")
+        await wait_for(lambda t=trade: t.isDone(), time.monotonic() + ctx.cfg.fill_deadline,
+                       abort=lambda: not ib.isConnected())  # fmt: skip
+        if trade.orderStatus.status != "Filled" and trade.isActive():
+            ib.cancelOrder(order)
+        for f in trade.fills:
+            ctx.rec.record_execution(f)
+    for con_id, qty in ctx.rec.net_position().items():
+        if abs(qty) > 1e-9 and con_id in net:
+            left[con_id] = qty
+    return left
+
+
+async def _sync_executions(ctx: RunContext, is_ours: object) -> dict[int, Contract]:
+    """Fetch executions from the gateway (fills may have happened while we were cut off)
+    and record ours exactly once; return contracts by conId."""
+    ib = ctx.conn.ib
+    fills = await asyncio.wait_for(ib.reqExecutionsAsync(), ctx.cfg.connect_timeout * 2)
+    contracts: dict[int, Contract] = {}
+    for f in fills:
+        if is_ours(f.execution.orderRef or ""):  # type: ignore[operator]
+            ctx.rec.record_execution(f)
+            contracts[f.contract.conId] = f.contract
+    for f in ctx.rec.executions.values():
+        contracts.setdefault(f.contract.conId, f.contract)
+    return contracts
+
+
+async def cleanup(ctx: RunContext) -> PhaseResult:
+    """Cancel this run's open orders, flatten this run's net position, unsubscribe,
+    disconnect, and verify no harness order is open and the net is zero."""
+    p = PhaseRun(ctx, Phase.CLEANUP)
+    conn, ib = ctx.conn, ctx.conn.ib
+    placed = bool(ctx.trades)
+    if not ib.isConnected() and not placed:
+        ctx.tickers.clear()
+        conn.disconnect()
+        return p.result(Verdict.PASS, "nothing to clean up (no order was placed)")
+    if not ib.isConnected():
+        ok = await conn.ensure_connected()
+        if not ok:
+            return p.result(
+                Verdict.FAIL,
+                f"could not reconnect to {conn.host}:{conn.port}: harness positions may be "
+                "open; run `harness cleanup` when the gateway is back",
+            )
+        p.cp("reconnected", f"after {conn.reconnects} reconnect(s)")
+
+    def is_ours(ref: str) -> bool:
+        return ref == ctx.rec.order_ref
+
+    metrics: dict[str, object] = {}
+    try:
+        cancelled = await _cancel_ours(ctx, is_ours)
+        p.cp("orders_cancelled", f"{len(cancelled)} open harness order(s) cancelled")
+        contracts = await _sync_executions(ctx, is_ours)
+        net = ctx.rec.net_position()
+        if net:
+            check_accounts(list(ib.managedAccounts()))
+            left = await _flatten(ctx, p, net, contracts)
+            p.cp("flattened", f"net left {left or 0}")
+        for t in ctx.tickers:
+            with contextlib.suppress(Exception):
+                ib.cancelMktData(t.contract)
+        p.cp("unsubscribed", f"{len(ctx.tickers)} subscription(s)")
+        still_open = [t for t in await asyncio.wait_for(ib.reqAllOpenOrdersAsync(), 10)
+                      if t.isActive() and is_ours(t.order.orderRef or "")]  # fmt: skip
+        await _sync_executions(ctx, is_ours)
+        net_after = ctx.rec.net_position()
+    except GuardRefusal as exc:
+        return p.result(Verdict.REFUSED, f"cleanup refused to trade: {exc}")
+    except (TimeoutError, ConnectionError) as exc:
+        return p.result(
+            Verdict.FAIL,
+            f"cleanup could not finish ({exc.__class__.__name__}): harness positions may be "
+            "open; run `harness cleanup`",
+        )
+    metrics.update({"cancelled": len(cancelled), "open_after": len(still_open),
+                    "net_after": net_after, "reconnects": conn.reconnects,
+                    "duplicate_executions": ctx.rec.duplicate_executions})  # fmt: skip
+    ctx.tickers.clear()
+    conn.disconnect()
+    p.cp("disconnected")
+    if still_open or net_after:
+        return p.result(
+            Verdict.FAIL,
+            f"not clean: {len(still_open)} harness order(s) open, net {net_after}; "
+            "run `harness cleanup`",
+            metrics,
+        )
+    p.cp("verified", "no open harness orders, net 0")
+    return p.result(Verdict.PASS, "no harness order open, harness net position 0", metrics)
+
+
+async def sweep(
+    ctx: RunContext, stored: list[tuple[str, int, str, float]] | None = None
+) -> PhaseResult:
+    """`harness cleanup`: find orders and positions left by ANY harness run (orderRef
+    ``harness:``), cancel and flatten them, and report what was done.
+
+    ``stored`` adds harness executions the local store knows, as (execId, conId, side,
+    shares): IB only returns today's executions, the store remembers earlier days.
+    Executions are merged by execId, so none counts twice.
+    """
+    p = PhaseRun(ctx, Phase.CLEANUP)
+    conn, ib = ctx.conn, ctx.conn.ib
+    try:
+        await conn.connect()
+    except Exception as exc:
+        return p.result(Verdict.BAD_INPUT, f"{exc}; is the gateway running? (or use --sim)")
+    p.cp("connected")
+    try:
+        check_accounts(list(ib.managedAccounts()))
+    except GuardRefusal as exc:
+        conn.disconnect()
+        return p.result(Verdict.REFUSED, str(exc))
+    ctx.account = ctx.cfg.account or ib.managedAccounts()[0]
+
+    def any_harness(ref: str) -> bool:
+        return ref.startswith(HARNESS_REF_PREFIX)
+
+    cancelled = await _cancel_ours(ctx, any_harness)
+    p.cp("orders_cancelled", f"{len(cancelled)}")
+    executions: dict[str, tuple[int, str, float]] = {
+        eid: (cid, side, shares) for eid, cid, side, shares in stored or []
+    }
+    contracts: dict[int, Contract] = {}
+    for f in await asyncio.wait_for(ib.reqExecutionsAsync(), ctx.cfg.connect_timeout * 2):
+        if any_harness(f.execution.orderRef or ""):
+            ex = f.execution
+            executions[ex.execId] = (f.contract.conId, ex.side, float(ex.shares))
+            contracts[f.contract.conId] = f.contract
+    net: dict[int, float] = {}
+    for cid, side, shares in executions.values():
+        net[cid] = net.get(cid, 0.0) + (shares if side in ("BOT", "BUY") else -shares)
+    net = {k: v for k, v in net.items() if abs(v) > 1e-9}
+    positions: dict[int, float] = {}
+    for pos in ib.positions():
+        if pos.account == ctx.account:
+            positions[pos.contract.conId] = positions.get(pos.contract.conId, 0.0) + pos.position
+    flattened: dict[int, float] = {}
+    unfilled: dict[int, float] = {}
+    for cid, qty in net.items():
+        to_close = clip_to_account(qty, positions.get(cid, 0.0))
+        if not to_close:
+            continue
+        contract = contracts.get(cid) or Contract(conId=cid)
+        if not contract.exchange or contract.secType == "STK":
+            await ib.qualifyContractsAsync(contract)
+            contract.exchange = contract.exchange or "SMART"
+        action = "SELL" if to_close > 0 else "BUY"
+        order = MarketOrder(action, abs(to_close), orderRef=ctx.rec.order_ref, tif="DAY",
+                            account=ctx.account)  # fmt: skip
+        trade = ib.placeOrder(contract, order)
+        ctx.trades.append(trade)
+        ctx.rec.order_placed(trade, leg="flatten", account=ctx.account)
+        await wait_for(lambda t=trade: t.isDone(), time.monotonic() + ctx.cfg.fill_deadline)
+        if trade.orderStatus.status == "Filled":
+            flattened[cid] = -to_close
+        else:
+            if trade.isActive():
+                ib.cancelOrder(order)
+            unfilled[cid] = to_close
+    p.cp("flattened", f"{len(flattened)} position(s)")
+    conn.disconnect()
+    p.cp("disconnected")
+    metrics = {"cancelled": len(cancelled), "flattened": flattened, "harness_net_before": net}
+    if unfilled:
+        return p.result(Verdict.FAIL, f"could not flatten {unfilled} (conId: qty)", metrics)
+    what = f"cancelled {len(cancelled)} order(s), flattened {len(flattened)} position(s)"
+    if not cancelled and not flattened:
+        what = "nothing to sweep: no open harness orders, no harness positions"
+    return p.result(Verdict.PASS, what, metrics)

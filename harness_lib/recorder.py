@@ -1,0 +1,333 @@
+"""The single sink for observations: every tick, IB message, order, fill and checkpoint.
+
+Each observation is stamped with a monotonic and a wall-clock receive time, kept in
+bounded in-memory buffers for live views, and written to the store as it arrives
+(ticks in small batches, everything else at once), so a crash loses at most the
+last tick batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import threading
+import time
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from ib_async import IB, CommissionReport, Fill, Ticker, Trade
+
+from harness_lib.connection import Connection, kind_of
+from harness_lib.models import Checkpoint, IBMessage, PhaseResult, utcnow
+from harness_lib.store import Store
+
+log = logging.getLogger("harness_lib.recorder")
+
+TICK_FIELDS: dict[int, str] = {
+    0: "bidSize", 1: "bid", 2: "ask", 3: "askSize", 4: "last", 5: "lastSize", 6: "high",
+    7: "low", 8: "volume", 9: "close", 14: "open",
+    66: "bid", 67: "ask", 68: "last", 69: "bidSize", 70: "askSize", 71: "lastSize",
+    72: "high", 73: "low", 74: "volume", 75: "close", 76: "open",
+}  # fmt: skip
+"""Tick type id → Ticker field, live and delayed ids alike (ib_async's own mapping)."""
+
+FLUSH_ROWS = 500
+FLUSH_SECONDS = 0.1
+
+
+@dataclass(slots=True)
+class TickRow:
+    """One recorded tick."""
+
+    seq: int
+    con_id: int
+    symbol: str
+    field: str
+    tick_type: int
+    price: float | None
+    size: float | None
+    t_mono: float
+    t_wall: float
+    market_data_type: int
+
+
+@dataclass
+class Recorder:
+    """Records what one run observes; the only writer of the store during a run."""
+
+    run_id: str
+    store: Store | None = None
+    ring_size: int = 20_000
+    order_ref: str = ""
+    ticks: deque[TickRow] = field(init=False)
+    checkpoints: list[tuple[str, Checkpoint]] = field(default_factory=list)
+    messages: deque[IBMessage] = field(init=False)
+    executions: dict[str, Fill] = field(default_factory=dict)
+    commissions: dict[str, CommissionReport] = field(default_factory=dict)
+    tick_count: int = 0
+    duplicate_executions: int = 0
+    _buf: list[tuple] = field(default_factory=list)
+    _last_flush: float = field(default_factory=time.monotonic)
+    _flusher: asyncio.Task[None] | None = None
+    _ib: IB | None = None
+    _orders: dict[int, dict[str, Any]] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def __post_init__(self) -> None:
+        self.ticks = deque(maxlen=self.ring_size)
+        self.messages = deque(maxlen=2_000)
+        if not self.order_ref:
+            self.order_ref = f"harness:{self.run_id}"
+
+    # --- wiring ------------------------------------------------------------------------------
+    def attach(self, conn: Connection) -> None:
+        """Listen to a connection's IB messages, ticks, orders and fills."""
+        ib = conn.ib
+        self._ib = ib
+        conn.listeners.append(self.ib_message)
+        ib.pendingTickersEvent += self._on_pending_tickers
+        ib.execDetailsEvent += self._on_exec
+        ib.commissionReportEvent += self._on_commission
+        ib.orderStatusEvent += self._on_status
+        if self._flusher is None:
+            with contextlib.suppress(RuntimeError):
+                self._flusher = asyncio.get_running_loop().create_task(self._flush_loop())
+
+    def detach(self, conn: Connection) -> None:
+        """Stop listening (before the connection object is thrown away)."""
+        ib = conn.ib
+        with contextlib.suppress(ValueError):
+            conn.listeners.remove(self.ib_message)
+        ib.pendingTickersEvent -= self._on_pending_tickers
+        ib.execDetailsEvent -= self._on_exec
+        ib.commissionReportEvent -= self._on_commission
+        ib.orderStatusEvent -= self._on_status
+
+    async def _flush_loop(self) -> None:
+        while True:
+            await asyncio.sleep(FLUSH_SECONDS)
+            self.flush()
+
+    # --- ticks -------------------------------------------------------------------------------
+    def _on_pending_tickers(self, tickers: Iterable[Ticker]) -> None:
+        t_mono = time.monotonic()
+        for ticker in tickers:
+            if ticker.ticks:
+                self.record_ticks(ticker, t_mono)
+
+    def record_ticks(self, ticker: Ticker, t_mono: float) -> None:
+        """Record the ticks ib_async collected for this ticker in the latest socket read.
+
+        ``TickData.time`` is when the bytes arrived (ib_async stamps it on read), so it is
+        the arrival time used for latency; ``t_mono`` is when we processed them.
+        """
+        c = ticker.contract
+        con_id = c.conId if c else 0
+        symbol = (c.localSymbol or c.symbol) if c else ""
+        mdt = ticker.marketDataType
+        rows = self._buf
+        ring = self.ticks
+        for td in ticker.ticks:
+            fld = TICK_FIELDS.get(td.tickType)
+            if fld is None:
+                continue
+            self.tick_count += 1
+            price = td.price if fld not in ("bidSize", "askSize", "lastSize", "volume") else None
+            size = td.size
+            t_wall = td.time.timestamp()
+            row = TickRow(self.tick_count, con_id, symbol, fld, td.tickType,
+                          _finite(price), _finite(size), t_mono, t_wall, mdt)  # fmt: skip
+            ring.append(row)
+            rows.append((self.run_id, con_id, symbol, fld, td.tickType, row.price, row.size,
+                         t_mono, t_wall, mdt, row.seq))  # fmt: skip
+        if len(rows) >= FLUSH_ROWS:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write buffered ticks in one transaction."""
+        if not self._buf:
+            return
+        rows, self._buf = self._buf, []
+        self._last_flush = time.monotonic()
+        if self.store is not None:
+            try:
+                self.store.add_ticks(rows)
+            except Exception:
+                log.exception("could not write %d ticks", len(rows))
+
+    # --- checkpoints and messages ------------------------------------------------------------
+    def checkpoint(self, phase: str, name: str, detail: str = "") -> Checkpoint:
+        """Record a named moment now."""
+        cp = Checkpoint(name=name, t_mono=time.monotonic(), t_wall=utcnow(), detail=detail)
+        with self.lock:
+            self.checkpoints.append((phase, cp))
+        if self.store is not None:
+            self.store.add_checkpoint(self.run_id, phase, cp)
+        return cp
+
+    def ib_message(self, msg: IBMessage) -> None:
+        """Record an IB error, warning or notice."""
+        with self.lock:
+            self.messages.append(msg)
+        if self.store is not None:
+            self.store.add_event(
+                self.run_id, kind=kind_of(msg.code), code=msg.code, message=msg.message,
+                req_id=msg.req_id, t_wall=msg.t_wall, t_mono=time.monotonic(),
+            )  # fmt: skip
+
+    def note(self, kind: str, message: str) -> None:
+        """Record something the harness itself concluded or did (e.g. a guard's warning)."""
+        msg = IBMessage(code=0, message=message, req_id=-1, t_wall=utcnow())
+        with self.lock:
+            self.messages.append(msg)
+        if self.store is not None:
+            self.store.add_event(
+                self.run_id, kind=kind, code=None, message=message, req_id=None,
+                t_wall=msg.t_wall, t_mono=time.monotonic(),
+            )  # fmt: skip
+
+    def phase(self, result: PhaseResult) -> None:
+        """Store a finished phase."""
+        if self.store is not None:
+            self.store.record_phase(self.run_id, result)
+
+    # --- orders, fills, commissions ----------------------------------------------------------
+    def order_placed(
+        self,
+        trade: Trade,
+        *,
+        leg: str,
+        account: str | None,
+        decision_bid: float | None = None,
+        decision_ask: float | None = None,
+    ) -> None:
+        """Record an order the harness placed, with the quote it decided on."""
+        mid = (
+            (decision_bid + decision_ask) / 2
+            if decision_bid is not None and decision_ask is not None
+            else None
+        )
+        c, o = trade.contract, trade.order
+        info = {
+            "leg": leg,
+            "account": account,
+            "decision_bid": _finite(decision_bid),
+            "decision_ask": _finite(decision_ask),
+            "decision_mid": _finite(mid),
+            "multiplier": float(c.multiplier) if c.multiplier else 1.0,
+        }
+        self._orders[o.orderId] = info
+        self._write_order(trade)
+
+    def _write_order(self, trade: Trade) -> None:
+        if self.store is None:
+            return
+        o, c = trade.order, trade.contract
+        info = self._orders.get(o.orderId)
+        if info is None:
+            return
+        lmt = o.lmtPrice if o.orderType == "LMT" else None
+        self.store.upsert_order(
+            self.run_id, order_id=o.orderId, perm_id=o.permId or None,
+            client_id=o.clientId or trade.orderStatus.clientId, account=info["account"],
+            con_id=c.conId, symbol=c.localSymbol or c.symbol, sec_type=c.secType,
+            multiplier=info["multiplier"], action=o.action, quantity=float(o.totalQuantity),
+            order_type=o.orderType, lmt_price=_finite(lmt), order_ref=o.orderRef or self.order_ref,
+            leg=info["leg"], status=trade.orderStatus.status,
+            decision_bid=info["decision_bid"], decision_ask=info["decision_ask"],
+            decision_mid=info["decision_mid"],
+        )  # fmt: skip
+
+    def _ours(self, order_ref: str) -> bool:
+        return order_ref == self.order_ref
+
+    def _on_status(self, trade: Trade) -> None:
+        if trade.order.orderId in self._orders:
+            self._write_order(trade)
+
+    def _on_exec(self, trade: Trade, fill: Fill) -> None:
+        if not self._ours(fill.execution.orderRef):
+            return
+        self.record_execution(fill)
+
+    def record_execution(self, fill: Fill) -> bool:
+        """Record a fill once (by execId); False when it was already recorded."""
+        ex = fill.execution
+        if ex.execId in self.executions:
+            self.duplicate_executions += 1
+            return False
+        self.executions[ex.execId] = fill
+        if self.store is not None:
+            self.store.add_execution(
+                self.run_id, exec_id=ex.execId, order_id=ex.orderId, perm_id=ex.permId or None,
+                order_ref=ex.orderRef, con_id=fill.contract.conId,
+                symbol=fill.contract.localSymbol or fill.contract.symbol, side=ex.side,
+                shares=float(ex.shares), price=float(ex.price), account=ex.acctNumber,
+                t_wall=fill.time if isinstance(fill.time, datetime) else utcnow(),
+                t_mono=time.monotonic(),
+            )  # fmt: skip
+        return True
+
+    def _on_commission(self, trade: Trade, fill: Fill, report: CommissionReport) -> None:
+        if not self._ours(fill.execution.orderRef):
+            return
+        self.record_commission(fill, report)
+
+    def record_commission(self, fill: Fill, report: CommissionReport) -> bool:
+        """Record a commission report once (by execId)."""
+        if report.execId in self.commissions:
+            return False
+        if fill.execution.execId not in self.executions:
+            self.record_execution(fill)
+        self.commissions[report.execId] = report
+        if self.store is not None:
+            pnl = report.realizedPNL
+            self.store.add_commission(
+                self.run_id, exec_id=report.execId, commission=float(report.commission),
+                currency=report.currency, realized_pnl=pnl if pnl else None, t_wall=utcnow(),
+            )  # fmt: skip
+        return True
+
+    def net_position(self, con_id: int | None = None) -> dict[int, float]:
+        """Net quantity per conId created by this run's own executions."""
+        net: dict[int, float] = {}
+        for fill in self.executions.values():
+            cid = fill.contract.conId
+            if con_id is not None and cid != con_id:
+                continue
+            sign = 1 if fill.execution.side in ("BOT", "BUY") else -1
+            net[cid] = net.get(cid, 0.0) + sign * float(fill.execution.shares)
+        return {k: v for k, v in net.items() if abs(v) > 1e-9}
+
+    # --- live snapshots ------------------------------------------------------------------------
+    def snapshot(self, last_ticks: int = 2_000) -> dict[str, Any]:
+        """A thread-safe copy of recent observations for live views."""
+        with self.lock:
+            ticks = list(self.ticks)[-last_ticks:]
+            cps = list(self.checkpoints)
+            msgs = list(self.messages)
+        return {"ticks": ticks, "checkpoints": cps, "messages": msgs, "tick_count": self.tick_count}
+
+    async def close(self) -> None:
+        """Flush and stop the periodic flusher."""
+        if self._flusher is not None:
+            self._flusher.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._flusher
+            self._flusher = None
+        self.flush()
+
+
+def _finite(x: float | None) -> float | None:
+    if x is None:
+        return None
+    try:
+        value = float(x)
+    except (TypeError, ValueError):
+        return None
+    return value if math.isfinite(value) and value < 1e300 else None

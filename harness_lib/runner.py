@@ -1,0 +1,242 @@
+"""``run_harness(config)``: the phases in order, cleanup always last, a RunReport out.
+
+Also what happens around a run: the embedded simulator for ``--sim``, finding the
+gateway on the standard paper ports, the store record, the JSON/JUnit reports, the
+dead-man heartbeat and the notification.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from harness_lib import notify, report
+from harness_lib.config import HarnessConfig
+from harness_lib.models import Checkpoint, Phase, PhaseResult, RunReport, Target, Verdict, utcnow
+from harness_lib.phases import RunContext, cleanup, health, round_trip, ticks
+from harness_lib.phases.base import new_run_id
+from harness_lib.sim import PaperGateway
+from harness_lib.store import Store, StoreError
+
+log = logging.getLogger("harness_lib.runner")
+
+PHASES = {
+    Phase.HEALTH: health,
+    Phase.TICKS: ticks,
+    Phase.ROUND_TRIP: round_trip,
+}
+
+Progress = Callable[[str, dict[str, Any]], None]
+"""Called with ('phase_start', {...}), ('checkpoint', {...}), ('phase_end', {...})."""
+
+
+async def find_gateway(host: str, ports: tuple[int, ...], timeout: float = 1.0) -> int | None:
+    """The first of ``ports`` that accepts a TCP connection on ``host``, or None."""
+    for port in ports:
+        try:
+            _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
+        except (OSError, TimeoutError):
+            continue
+        writer.close()
+        with contextlib.suppress(Exception):
+            await writer.wait_closed()
+        return port
+    return None
+
+
+def _bad_input_report(cfg: HarnessConfig, run_id: str, reason: str, port: int) -> RunReport:
+    target = Target(host=cfg.host, port=port, client_id=cfg.client_id, simulated=cfg.sim)
+    result = PhaseResult(phase=Phase.HEALTH, verdict=Verdict.BAD_INPUT, reason=reason)
+    rep = RunReport(run_id=run_id, target=target, contract=cfg.contract, phases=[result])
+    rep.finished_at = utcnow()
+    return rep
+
+
+async def run_harness(
+    cfg: HarnessConfig,
+    *,
+    on_progress: Progress | None = None,
+    gateway: PaperGateway | None = None,
+    run_id: str | None = None,
+) -> RunReport:
+    """Run the configured phases against the gateway (or the embedded simulator) and return
+    the report. Cleanup runs last whatever happens: a failed phase, an exception, or
+    cancellation (Ctrl-C), after which the run is reported ABORTED.
+
+    ``gateway`` lets a caller pass a simulator it already runs (tests, notebooks).
+    """
+    rid = run_id or new_run_id()
+    emit = on_progress or (lambda kind, data: None)
+    own_sim: PaperGateway | None = None
+    if cfg.sim and gateway is None:
+        own_sim = PaperGateway(port=0, scenario=cfg.scenario, seed=cfg.sim_seed)
+        await own_sim.start()
+        gateway = own_sim
+    try:
+        if gateway is not None:
+            host, port = "127.0.0.1", gateway.port
+        elif cfg.port is not None:
+            host, port = cfg.host, cfg.port
+        else:
+            found = await find_gateway(cfg.host, cfg.candidate_ports, cfg.connect_timeout / 2)
+            if found is None:
+                tried = " or ".join(f"{cfg.host}:{p}" for p in cfg.candidate_ports)
+                return _bad_input_report(
+                    cfg, rid,
+                    f"no gateway is listening on {tried}; start IB Gateway/TWS (paper) with "
+                    "the API enabled, pass --port, or use --sim for the simulator",
+                    cfg.candidate_ports[0],
+                )  # fmt: skip
+            host, port = cfg.host, found
+        try:
+            store = Store(cfg.store)
+        except StoreError as exc:
+            return _bad_input_report(cfg, rid, f"{exc} (set --store or HARNESS_STORE)", port)
+        try:
+            return await _run(cfg, rid, host, port, store, gateway is not None, emit)
+        finally:
+            store.close()
+    finally:
+        if own_sim is not None:
+            await own_sim.stop()
+
+
+async def _run(
+    cfg: HarnessConfig,
+    rid: str,
+    host: str,
+    port: int,
+    store: Store,
+    simulated: bool,
+    emit: Progress,
+) -> RunReport:
+    ctx = RunContext.create(cfg, host=host, port=port, store=store, run_id=rid,
+                            simulated=simulated)  # fmt: skip
+    ctx.on_checkpoint = lambda phase, cp: emit("checkpoint", {"phase": phase, "cp": cp})
+    rep = RunReport(run_id=rid, target=ctx.target, contract=cfg.contract,
+                    store_path=str(store.path))  # fmt: skip
+    store.start_run(rid, target=ctx.target, contract=cfg.contract,
+                    phases=[str(p) for p in cfg.phases], config=cfg.redacted(),
+                    started_at=rep.started_at)  # fmt: skip
+    hb = notify.heartbeat(cfg.heartbeat, "start") if cfg.heartbeat else None
+    if hb is not None and not hb.ok:
+        _warn(f"heartbeat /start not delivered to {hb.channel}: {hb.detail}")
+    ctx.rec.attach(ctx.conn)
+    aborted: BaseException | None = None
+    try:
+        for phase in cfg.phases:
+            if phase == Phase.CLEANUP:
+                continue
+            emit("phase_start", {"phase": str(phase)})
+            try:
+                result = await PHASES[phase](ctx)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # a bug or an IB surprise must still end in cleanup
+                log.exception("phase %s raised", phase)
+                why = f"unexpected error: {exc.__class__.__name__}: {exc}"
+                result = PhaseResult(phase=phase, verdict=Verdict.FAIL, reason=why)
+                ctx.rec.phase(result)
+            rep.phases.append(result)
+            emit("phase_end", {"phase": str(phase), "result": result})
+            if not result.ok and phase == Phase.HEALTH:
+                break
+    except (asyncio.CancelledError, KeyboardInterrupt) as exc:
+        aborted = exc
+        running = next((p for p in cfg.phases if p not in {r.phase for r in rep.phases}),
+                       Phase.HEALTH)  # fmt: skip
+        result = PhaseResult(phase=running, verdict=Verdict.ABORTED,
+                             reason="interrupted (Ctrl-C); cleanup ran")  # fmt: skip
+        ctx.rec.phase(result)
+        rep.phases.append(result)
+    finally:
+        emit("phase_start", {"phase": "cleanup"})
+        # Shielded: a second Ctrl-C must not stop us from cancelling and flattening.
+        cleanup_task = asyncio.ensure_future(_safe_cleanup(ctx))
+        while not cleanup_task.done():
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.shield(cleanup_task)
+        result = cleanup_task.result()
+        rep.phases.append(result)
+        emit("phase_end", {"phase": "cleanup", "result": result})
+        await ctx.rec.close()
+        ctx.rec.detach(ctx.conn)
+        rep.finished_at = utcnow()
+        _finish(cfg, store, rep)
+    if aborted is not None and isinstance(aborted, asyncio.CancelledError):
+        task = asyncio.current_task()
+        if task is not None:
+            task.uncancel()
+    return rep
+
+
+async def _safe_cleanup(ctx: RunContext) -> PhaseResult:
+    try:
+        return await cleanup(ctx)
+    except Exception as exc:
+        log.exception("cleanup raised")
+        ctx.conn.disconnect()
+        return PhaseResult(
+            phase=Phase.CLEANUP,
+            verdict=Verdict.FAIL,
+            reason=f"cleanup raised {exc.__class__.__name__}: {exc}; harness positions may be "
+            "open, run `harness cleanup`",
+        )
+
+
+def _summary(rep: RunReport) -> dict[str, Any]:
+    return {
+        "first_bid_s": rep.metric("first_bid_s"),
+        "first_ask_s": rep.metric("first_ask_s"),
+        "total_cost": rep.metric("total_cost"),
+        "target": rep.target.to_dict(),
+    }
+
+
+def _finish(cfg: HarnessConfig, store: Store, rep: RunReport) -> None:
+    """Store the verdict, write reports, ping the heartbeat and notify. None of these can
+    change the verdict: a delivery failure is reported on stderr and in the store."""
+    try:
+        store.finish_run(rep.run_id, verdict=str(rep.verdict), reason=rep.reason,
+                         exit_code=rep.exit_code, summary=_summary(rep),
+                         finished_at=rep.finished_at)  # fmt: skip
+    except StoreError as exc:
+        _warn(f"could not finish the run record: {exc}")
+    try:
+        path = report.write_json_report(rep, Path(cfg.reports_dir))
+        rep.report_path = str(path)
+        if cfg.json_path:
+            report.write_json(rep, Path(cfg.json_path))
+        if cfg.junit_path:
+            report.write_junit(rep, Path(cfg.junit_path))
+    except OSError as exc:
+        _warn(f"could not write the report: {exc}")
+    if cfg.heartbeat:
+        stage = "success" if rep.verdict == Verdict.PASS else "fail"
+        hb = notify.heartbeat(cfg.heartbeat, stage)
+        if hb is not None:
+            store.add_notification(rep.run_id, channel=hb.channel, ok=hb.ok,
+                                   detail=f"heartbeat {stage}: {hb.detail}")  # fmt: skip
+            if not hb.ok:
+                _warn(f"heartbeat not delivered to {hb.channel}: {hb.detail}")
+    if cfg.notify:
+        previous = store.latest_run(target_label=rep.target.label, exclude_run_id=rep.run_id)
+        prev_verdict = previous.get("verdict") if previous else None
+        if notify.should_notify(cfg.notify_on, rep.verdict, prev_verdict):
+            title, body = notify.format_message(rep, report_location=rep.report_path)
+            for d in notify.send(list(cfg.notify), title, body):
+                store.add_notification(rep.run_id, channel=d.channel, ok=d.ok, detail=d.detail)
+                if not d.ok:
+                    _warn(f"notification not delivered to {d.channel}: {d.detail}")
+
+
+def _warn(text: str) -> None:
+    print(f"warning: {text}", file=sys.stderr)
+
+
+__all__ = ["Checkpoint", "find_gateway", "run_harness"]
