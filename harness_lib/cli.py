@@ -5,18 +5,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import signal
 import sys
+from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
+import pandas as pd
 import typer
 from rich.console import Console
+from rich.table import Table
 
 from harness_lib.config import ConfigError, HarnessConfig, load_config
 from harness_lib.models import Verdict
 from harness_lib.sim import DEFAULT_PORT, PaperGateway
 from harness_lib.sim.scenarios import describe, parse_scenario
+from harness_lib.store import Store, StoreError
 
 app = typer.Typer(
     name="harness",
@@ -147,6 +152,247 @@ def _load(flags: dict[str, Any], config: Path | None) -> HarnessConfig:
         return load_config(flags, config_path=config)
     except ConfigError as exc:
         raise bad_input(str(exc)) from None
+
+
+StoreOpt = Annotated[
+    Path | None, typer.Option("--store", help="Run store (default data/harness.sqlite).")
+]
+
+
+def _store_path(store: Path | None) -> Path:
+    try:
+        return load_config({"store": store}).store
+    except ConfigError as exc:
+        raise bad_input(str(exc)) from None
+
+
+def _open_store(store: Path | None, *, readonly: bool = True) -> Store:
+    path = _store_path(store)
+    if readonly and not path.exists():
+        raise bad_input(f"no run store at {path}; run `harness run` first or pass --store")
+    try:
+        return Store(path, readonly=readonly)
+    except StoreError as exc:
+        raise bad_input(f"{exc} (pass --store PATH)") from None
+
+
+@app.command()
+def cleanup(
+    sim: Annotated[bool | None, typer.Option("--sim", help="Sweep the embedded simulator.")] = None,
+    host: Annotated[str | None, typer.Option(help="Gateway host.")] = None,
+    port: Annotated[int | None, typer.Option(help="Gateway port.")] = None,
+    client_id: Annotated[int | None, typer.Option(help="API client id.")] = None,
+    account: Annotated[str | None, typer.Option(help="Paper account.")] = None,
+    store: StoreOpt = None,
+) -> None:
+    """Sweep orphans: cancel open harness orders and flatten positions that harness-tagged
+    executions of any earlier run left, then report what was done."""
+    flags = {"sim": sim, "host": host, "port": port, "client_id": client_id,
+             "account": account, "store": store}  # fmt: skip
+    cfg = _load(flags, None)
+    from harness_lib.phases import RunContext, sweep
+    from harness_lib.runner import find_gateway
+
+    async def go() -> int:
+        gw = None
+        if cfg.sim:
+            gw = PaperGateway(port=0, scenario=cfg.scenario, seed=cfg.sim_seed)
+            await gw.start()
+        try:
+            h, p_ = ("127.0.0.1", gw.port) if gw else (cfg.host, cfg.port)
+            if p_ is None:
+                p_ = await find_gateway(cfg.host, cfg.candidate_ports)
+                if p_ is None:
+                    raise bad_input(f"no gateway on {cfg.host}:4002 or :7497; pass --host/--port")
+            st = Store(cfg.store)
+            try:
+                ctx = RunContext.create(cfg, host=h, port=p_, store=st, simulated=gw is not None)
+                ctx.rec.attach(ctx.conn)
+                st.start_run(ctx.run_id, target=ctx.target, contract="(sweep)",
+                             phases=["cleanup"], config=cfg.redacted())  # fmt: skip
+                result = await sweep(ctx, st.harness_executions())
+                await ctx.rec.close()
+                st.finish_run(ctx.run_id, verdict=str(result.verdict), reason=result.reason,
+                              exit_code=result.verdict.exit_code,
+                              summary={"target": ctx.target.to_dict()})  # fmt: skip
+            finally:
+                st.close()
+            color = "green" if result.ok else "red"
+            out.print(f"[{color}]{result.verdict}[/] {ctx.target.label}: {result.reason}",
+                      highlight=False, soft_wrap=True)  # fmt: skip
+            return result.verdict.exit_code
+        finally:
+            if gw is not None:
+                await gw.stop()
+
+    raise typer.Exit(asyncio.run(go()))
+
+
+@app.command()
+def runs(
+    last: Annotated[int, typer.Option(help="How many recent runs to list.")] = 20,
+    store: StoreOpt = None,
+) -> None:
+    """List recorded runs: time, target, verdict, first-tick latency, cost."""
+    if last < 1:
+        raise bad_input(f"--last {last} must be at least 1")
+    with _open_store(store) as st:
+        df = st.runs(last=last)
+    table = Table(title=f"last {min(last, len(df))} run(s) in {st.path}")
+    for col in ("started (UTC)", "run", "target", "contract", "verdict", "first bid/ask",
+                "cost", "reason"):  # fmt: skip
+        table.add_column(col, overflow="fold")
+    for r in df.itertuples():
+        fb, fa = r.first_bid_s, r.first_ask_s
+        ticks_s = "-" if pd.isna(fb) else f"{fb * 1000:.0f}/{fa * 1000:.0f} ms"
+        cost = "-" if pd.isna(r.total_cost) else f"{r.total_cost:.2f}"
+        started = r.started_at.strftime("%Y-%m-%d %H:%M:%S") if not pd.isna(r.started_at) else ""
+        table.add_row(started, r.run_id, r.target_label, r.contract,
+                      str(r.verdict or r.status), ticks_s, cost, str(r.reason or ""))  # fmt: skip
+    out.print(table)
+
+
+def _since(text: str) -> timedelta:
+    m = re.fullmatch(r"\s*(\d+)\s*([dhw])\s*", text)
+    if not m:
+        raise bad_input(f"--since {text!r} is not a duration; use e.g. 30d, 12h or 2w")
+    n, unit = int(m.group(1)), m.group(2)
+    return {"d": timedelta(days=n), "h": timedelta(hours=n), "w": timedelta(weeks=n)}[unit]
+
+
+@app.command()
+def costs(
+    since: Annotated[str, typer.Option(help="How far back: 30d, 12h, 2w.")] = "30d",
+    csv: Annotated[Path | None, typer.Option(help="Also write the ledger as CSV.")] = None,
+    store: StoreOpt = None,
+) -> None:
+    """The test-trade cost ledger: every harness trade (found by its harness: orderRef),
+    so test trades can be subtracted from strategy P&L."""
+    window = _since(since)
+    with _open_store(store) as st:
+        ledger = st.costs(since=window)
+    table = Table(title=f"harness test trades, last {since}")
+    cols = ["time", "run_id", "symbol", "quantity", "entry_price", "exit_price", "commission",
+            "slippage", "total_cost", "realized_pnl", "currency"]  # fmt: skip
+    for c in cols:
+        table.add_column(c, overflow="fold")
+    for r in ledger.itertuples():
+        table.add_row(*[_cell(getattr(r, c)) for c in cols])
+    out.print(table)
+    n = len(ledger)
+    tot = ledger["total_cost"].sum() if n else 0.0
+    com = ledger["commission"].sum() if n else 0.0
+    pnl = ledger["realized_pnl"].sum(min_count=1) if n else float("nan")
+    out.print(
+        f"{n} test trade(s): commission {com:.2f}, total cost {tot:.2f}, realized P&L "
+        f"{_cell(pnl)} — subtract these from strategy P&L",
+        highlight=False,
+    )
+    if csv is not None:
+        try:
+            ledger.to_csv(csv, index=False)
+        except OSError as exc:
+            raise bad_input(f"cannot write {csv}: {exc.strerror}") from None
+        out.print(f"wrote {csv}", highlight=False)
+
+
+def _cell(v: Any) -> str:
+    if v is None or (isinstance(v, float) and pd.isna(v)):
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.4f}".rstrip("0").rstrip(".")
+    if isinstance(v, pd.Timestamp):
+        return v.strftime("%Y-%m-%d %H:%M:%S")
+    return str(v)
+
+
+@app.command()
+def report(
+    run_id: Annotated[str, typer.Option("--run", help="Run id (see `harness runs`).")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="HTML file to write.")],
+    store: StoreOpt = None,
+    plain: Annotated[
+        bool, typer.Option("--plain", help="Plain summary instead of the notebook export.")
+    ] = False,
+) -> None:
+    """Write the HTML post-mortem of one run (the post-mortem notebook exported, or a plain
+    summary from the same data)."""
+    with _open_store(store) as st:
+        run_row = st.run(run_id)
+        if run_row is None:
+            raise bad_input(f"no run {run_id!r} in {st.path}; see `harness runs`")
+        phases_df, cps, evs = st.phases(run_id), st.checkpoints(run_id), st.events(run_id)
+        path = st.path
+    if not plain:
+        try:
+            from harness_lib.postmortem import export_html
+        except ImportError:
+            export_html = None  # type: ignore[assignment]
+        if export_html is not None:
+            try:
+                export_html(run_id, output, path)
+                out.print(f"wrote {output} (post-mortem notebook export)", highlight=False)
+                return
+            except Exception as exc:  # fall back: a report is better than none
+                err.print(f"notebook export failed ({exc}); writing the plain summary")
+    from harness_lib.report import html_summary
+
+    html = html_summary(run_row, phases_df.to_dict("records"), cps.to_dict("records"),
+                        evs.to_dict("records"))  # fmt: skip
+    try:
+        output.write_text(html, encoding="utf-8")
+    except OSError as exc:
+        raise bad_input(f"cannot write {output}: {exc.strerror}") from None
+    out.print(f"wrote {output} (plain summary)", highlight=False)
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def schedule(
+    ctx: typer.Context,
+    at: Annotated[str, typer.Option(help="Local time HH:MM, e.g. 08:05.")],
+    tz: Annotated[str, typer.Option(help="IANA time zone, e.g. America/Chicago.")],
+    weekdays: Annotated[bool, typer.Option("--weekdays", help="Monday to Friday only.")] = False,
+    print_kind: Annotated[
+        str | None, typer.Option("--print", help="launchd | cron | systemd: print only.")
+    ] = None,
+    install: Annotated[
+        bool, typer.Option("--install", help="Write the files to their user locations.")
+    ] = False,
+) -> None:
+    """Schedule a daily `harness run`. Arguments after `--` are passed to `harness run`,
+    e.g. `harness schedule --at 08:05 --tz America/Chicago --weekdays --print cron --
+    --contract MES --notify tgram://TOKEN/CHAT`."""
+    from harness_lib import schedule as sched
+
+    run_args = [a for a in ctx.args if a != "--"]
+    # Validate the run arguments now, not at 08:05 tomorrow.
+    run_cmd = typer.main.get_command(app).commands["run"]  # type: ignore[attr-defined]
+    try:
+        run_cmd.make_context("run", list(run_args))
+    except typer.TyperException as exc:
+        text = " ".join(exc.format_message().split()) if hasattr(exc, "format_message") else exc
+        raise bad_input(f"invalid `harness run` arguments after --: {text}") from None
+    kind = print_kind or sched.default_kind()
+    if kind not in sched.KINDS:
+        raise bad_input(f"--print {kind!r}: choose one of {', '.join(sched.KINDS)}")
+    try:
+        command = sched.build_command(run_args)
+        spec = sched.ScheduleSpec(at=at, tz=tz, weekdays=weekdays, command=command,
+                                  workdir=Path.cwd())  # fmt: skip
+    except sched.ScheduleError as exc:
+        raise bad_input(str(exc)) from None
+    if install:
+        done = sched.install(spec, kind)
+        for pth in done.paths:
+            out.print(f"wrote {pth}", highlight=False)
+        out.print(done.how_to_enable, highlight=False)
+        if done.warning:
+            err.print(f"warning: {done.warning}", highlight=False)
+        return
+    text, warning = sched.render(spec, kind)
+    out.print(text, highlight=False, markup=False, soft_wrap=True)
+    if warning:
+        err.print(f"warning: {warning}", highlight=False)
 
 
 @app.command()

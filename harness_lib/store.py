@@ -1261,6 +1261,16 @@ class Store:
             ledger = ledger[ledger["time"] >= cutoff]
         return ledger.sort_values("time", ascending=False, kind="stable").reset_index(drop=True)
 
+    def harness_executions(self) -> list[tuple[str, int, str, float]]:
+        """Every recorded execution with a ``harness:`` orderRef, as (exec_id, con_id, side,
+        shares), for `harness cleanup` (IB itself only returns today's executions)."""
+        _, rows = self._query(
+            "SELECT exec_id, con_id, side, shares FROM executions"
+            " WHERE order_ref >= ? AND order_ref < ? ORDER BY t_wall",
+            (_REF_LO, _REF_HI),
+        )
+        return [(str(e), int(c), str(s), float(q)) for e, c, s, q in rows]
+
     def notifications(self, run_id: str) -> pd.DataFrame:
         """Notification attempts of a run (channel already redacted), oldest first."""
         cols = ["run_id", "t_wall", "channel", "ok", "detail"]
