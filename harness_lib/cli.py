@@ -12,7 +12,6 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
-import pandas as pd
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -236,12 +235,15 @@ def runs(
     """List recorded runs: time, target, verdict, first-tick latency, cost."""
     if last < 1:
         raise bad_input(f"--last {last} must be at least 1")
+    import pandas as pd
+
     with _open_store(store) as st:
         df = st.runs(last=last)
     table = Table(title=f"last {min(last, len(df))} run(s) in {st.path}")
     for col in ("started (UTC)", "run", "target", "contract", "verdict", "first bid/ask",
                 "cost", "reason"):  # fmt: skip
-        table.add_column(col, overflow="fold")
+        # Run ids are copied into other commands: never wrap them.
+        table.add_column(col, overflow="fold", no_wrap=col == "run")
     for r in df.itertuples():
         fb, fa = r.first_bid_s, r.first_ask_s
         ticks_s = "-" if pd.isna(fb) else f"{fb * 1000:.0f}/{fa * 1000:.0f} ms"
@@ -297,6 +299,8 @@ def costs(
 
 
 def _cell(v: Any) -> str:
+    import pandas as pd
+
     if v is None or (isinstance(v, float) and pd.isna(v)):
         return "-"
     if isinstance(v, float):

@@ -38,9 +38,22 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
+if TYPE_CHECKING:
+    import pandas as pd
+else:
+
+    class _LazyPandas:
+        """pandas, imported on first use: a run that only writes never pays its ~1 s import,
+        which is most of `harness run`'s startup on a small machine."""
+
+        def __getattr__(self, name: str) -> Any:
+            import pandas
+
+            return getattr(pandas, name)
+
+    pd = _LazyPandas()
 
 from harness_lib.models import (
     Checkpoint,

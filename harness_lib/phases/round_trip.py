@@ -47,19 +47,23 @@ async def find_orphans(ctx: RunContext) -> list[str]:
             found.append(f"open order {t.order.orderId} {t.order.action} "
                          f"{t.order.totalQuantity:g} {t.contract.symbol} ({ref})")  # fmt: skip
     fills = await asyncio.wait_for(ib.reqExecutionsAsync(), ctx.cfg.connect_timeout * 2)
-    net: dict[tuple[str, int], float] = {}
+    # Net per contract across every earlier harness run: a sweep's flattening order has
+    # its own run tag, so per-tag nets would never look flat.
+    net: dict[int, float] = {}
+    refs: dict[int, set[str]] = {}
     names: dict[int, str] = {}
     for f in fills:
         ref = f.execution.orderRef or ""
         if not ref.startswith(HARNESS_REF_PREFIX) or ref == ctx.rec.order_ref:
             continue
+        cid = f.contract.conId
         sign = 1 if f.execution.side == "BOT" else -1
-        key = (ref, f.contract.conId)
-        net[key] = net.get(key, 0.0) + sign * float(f.execution.shares)
-        names[f.contract.conId] = f.contract.localSymbol or f.contract.symbol
-    for (ref, con_id), qty in net.items():
+        net[cid] = net.get(cid, 0.0) + sign * float(f.execution.shares)
+        refs.setdefault(cid, set()).add(ref)
+        names[cid] = f.contract.localSymbol or f.contract.symbol
+    for cid, qty in net.items():
         if abs(qty) > 1e-9:
-            found.append(f"net position {qty:+g} {names[con_id]} from {ref}")
+            found.append(f"net position {qty:+g} {names[cid]} from {', '.join(sorted(refs[cid]))}")
     return found
 
 
