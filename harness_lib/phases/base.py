@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import time
 import uuid
@@ -49,6 +50,27 @@ class RunContext:
     health_passed: bool = False
     ticks_live: bool = False
     on_checkpoint: Callable[[str, Checkpoint], None] | None = None
+    resubscriptions: int = 0
+
+    def __post_init__(self) -> None:
+        self.conn.listeners.append(self._on_ib_message)
+
+    def _on_ib_message(self, msg: Any) -> None:
+        # 1101: connectivity restored but market data lost; IB will not resume the streams.
+        if msg.code == 1101 and self.tickers:
+            with contextlib.suppress(RuntimeError):
+                asyncio.get_running_loop().call_soon(self.resubscribe)
+
+    def resubscribe(self) -> None:
+        """Request market data again for every subscription of this run (after 1101)."""
+        ib = self.conn.ib
+        if not ib.isConnected():
+            return
+        for t in self.tickers:
+            ib.cancelMktData(t.contract)
+            ib.reqMktData(t.contract, "", False, False)
+        self.resubscriptions += 1
+        self.rec.note("info", f"resubscribed {len(self.tickers)} stream(s) after IB 1101")
 
     @classmethod
     def create(

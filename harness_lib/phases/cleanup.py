@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Callable
 
 from ib_async import Contract, MarketOrder, Trade
 
@@ -107,58 +108,56 @@ async def _sync_executions(ctx: RunContext, is_ours: object) -> dict[int, Contra
     return contracts
 
 
+CLEANUP_ATTEMPTS = 3
+"""Times cleanup reconnects and starts over when the gateway drops it midway."""
+
+
 async def cleanup(ctx: RunContext) -> PhaseResult:
     """Cancel this run's open orders, flatten this run's net position, unsubscribe,
-    disconnect, and verify no harness order is open and the net is zero."""
+    disconnect, and verify no harness order is open and the net is zero.
+
+    If the connection drops (or was already gone), it reconnects with bounded retries and
+    backoff and starts over; every step is idempotent. If it cannot reach the gateway it
+    says plainly that positions may be open and that `harness cleanup` will close them.
+    """
     p = PhaseRun(ctx, Phase.CLEANUP)
     conn, ib = ctx.conn, ctx.conn.ib
-    placed = bool(ctx.trades)
-    if not ib.isConnected() and not placed:
+    if not ib.isConnected() and not ctx.trades:
         ctx.tickers.clear()
         conn.disconnect()
         return p.result(Verdict.PASS, "nothing to clean up (no order was placed)")
-    if not ib.isConnected():
-        ok = await conn.ensure_connected()
-        if not ok:
-            return p.result(
-                Verdict.FAIL,
-                f"could not reconnect to {conn.host}:{conn.port}: harness positions may be "
-                "open; run `harness cleanup` when the gateway is back",
-            )
-        p.cp("reconnected", f"after {conn.reconnects} reconnect(s)")
 
     def is_ours(ref: str) -> bool:
         return ref == ctx.rec.order_ref
 
-    metrics: dict[str, object] = {}
-    try:
-        cancelled = await _cancel_ours(ctx, is_ours)
-        p.cp("orders_cancelled", f"{len(cancelled)} open harness order(s) cancelled")
-        contracts = await _sync_executions(ctx, is_ours)
-        net = ctx.rec.net_position()
-        if net:
-            check_accounts(list(ib.managedAccounts()))
-            left = await _flatten(ctx, p, net, contracts)
-            p.cp("flattened", f"net left {left or 0}")
-        for t in ctx.tickers:
-            with contextlib.suppress(Exception):
-                ib.cancelMktData(t.contract)
-        p.cp("unsubscribed", f"{len(ctx.tickers)} subscription(s)")
-        still_open = [t for t in await asyncio.wait_for(ib.reqAllOpenOrdersAsync(), 10)
-                      if t.isActive() and is_ours(t.order.orderRef or "")]  # fmt: skip
-        await _sync_executions(ctx, is_ours)
-        net_after = ctx.rec.net_position()
-    except GuardRefusal as exc:
-        return p.result(Verdict.REFUSED, f"cleanup refused to trade: {exc}")
-    except (TimeoutError, ConnectionError) as exc:
-        return p.result(
-            Verdict.FAIL,
-            f"cleanup could not finish ({exc.__class__.__name__}): harness positions may be "
-            "open; run `harness cleanup`",
-        )
-    metrics.update({"cancelled": len(cancelled), "open_after": len(still_open),
-                    "net_after": net_after, "reconnects": conn.reconnects,
-                    "duplicate_executions": ctx.rec.duplicate_executions})  # fmt: skip
+    unreachable = (
+        f"could not reach {conn.host}:{conn.port} to clean up: harness positions may be "
+        "open; `harness cleanup` will close them when the gateway is back"
+    )
+    outcome: tuple[int, list[Trade], dict[int, float]] | None = None
+    problem = ""
+    for _attempt in range(CLEANUP_ATTEMPTS):
+        if not ib.isConnected():
+            if not await conn.ensure_connected():
+                return p.result(Verdict.FAIL, unreachable, {"reconnects": conn.reconnects})
+            p.cp("reconnected", f"reconnect #{conn.reconnects}")
+        try:
+            outcome = await _clean_once(ctx, p, is_ours)
+            break
+        except GuardRefusal as exc:
+            return p.result(Verdict.REFUSED, f"cleanup refused to trade: {exc}")
+        except (TimeoutError, ConnectionError, OSError) as exc:
+            # Dropped midway: reconnect and start over (each step is idempotent).
+            problem = f"{exc.__class__.__name__}: {exc}"
+            await asyncio.sleep(0.2)
+    if outcome is None:
+        return p.result(Verdict.FAIL, f"{unreachable} (last error {problem})",
+                        {"reconnects": conn.reconnects})  # fmt: skip
+    cancelled, still_open, net_after = outcome
+    metrics: dict[str, object] = {
+        "cancelled": cancelled, "open_after": len(still_open), "net_after": net_after,
+        "reconnects": conn.reconnects, "duplicate_executions": ctx.rec.duplicate_executions,
+    }  # fmt: skip
     ctx.tickers.clear()
     conn.disconnect()
     p.cp("disconnected")
@@ -171,6 +170,31 @@ async def cleanup(ctx: RunContext) -> PhaseResult:
         )
     p.cp("verified", "no open harness orders, net 0")
     return p.result(Verdict.PASS, "no harness order open, harness net position 0", metrics)
+
+
+async def _clean_once(
+    ctx: RunContext, p: PhaseRun, is_ours: Callable[[str], bool]
+) -> tuple[int, list[Trade], dict[int, float]]:
+    """One pass of cancel → sync executions → flatten → unsubscribe → verify."""
+    ib = ctx.conn.ib
+    cancelled = await _cancel_ours(ctx, is_ours)
+    p.cp("orders_cancelled", f"{len(cancelled)} open harness order(s) cancelled")
+    contracts = await _sync_executions(ctx, is_ours)
+    net = ctx.rec.net_position()
+    if net:
+        check_accounts(list(ib.managedAccounts()))
+        left = await _flatten(ctx, p, net, contracts)
+        p.cp("flattened", f"net left {left or 0}")
+    for t in ctx.tickers:
+        with contextlib.suppress(Exception):
+            ib.cancelMktData(t.contract)
+    p.cp("unsubscribed", f"{len(ctx.tickers)} subscription(s)")
+    trades = await asyncio.wait_for(ib.reqAllOpenOrdersAsync(), ctx.cfg.connect_timeout * 2)
+    still_open = [t for t in trades if t.isActive() and is_ours(t.order.orderRef or "")]
+    await _sync_executions(ctx, is_ours)
+    if not ib.isConnected():
+        raise ConnectionError("connection lost during cleanup")
+    return len(cancelled), still_open, ctx.rec.net_position()
 
 
 async def sweep(

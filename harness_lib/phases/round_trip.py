@@ -155,6 +155,10 @@ async def _leg(ctx: RunContext, p: PhaseRun, name: str, action: str, qty: float)
     if ctx.account:
         order.account = ctx.account
     mark = ctx.conn.mark()
+    if not ib.isConnected():
+        # Never placed: say so, and let cleanup deal with whatever the entry left.
+        dummy = Trade(contract=ctx.contract, order=order)
+        return Leg(name, dummy, mid, problem="connection lost before the order could be sent")
     trade = ib.placeOrder(ctx.contract, order)
     ctx.trades.append(trade)
     ctx.rec.order_placed(trade, leg=name, account=ctx.account, decision_bid=bid,
@@ -172,7 +176,7 @@ async def _leg(ctx: RunContext, p: PhaseRun, name: str, action: str, qty: float)
         r = rejects[-1]
         leg.problem = f"order rejected: IB {r.code}: {r.message}"
         return leg
-    if not ib.isConnected():
+    if not ib.isConnected() and status.status != "Filled":
         leg.problem = "connection lost while the order was working"
         return leg
     if status.status != "Filled":
@@ -206,6 +210,8 @@ async def _leg(ctx: RunContext, p: PhaseRun, name: str, action: str, qty: float)
     pnls = [float(r.realizedPNL) for r in reports if r.realizedPNL]
     leg.realized_pnl = sum(pnls) if pnls else None
     if not got_all:
+        if not ib.isConnected() and not leg.problem:
+            leg.problem = "connection lost before the commission report arrived"
         if not leg.problem:
             leg.problem = f"commission report did not arrive within {cfg.fill_deadline:g}s"
             leg.stalled = True

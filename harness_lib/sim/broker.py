@@ -44,6 +44,8 @@ class SimOrder:
     view: OrderView
     received_at: datetime
     fills: list[Execution] = field(default_factory=list)
+    faulty: bool = False
+    """The order scenario (no fill, partial fill) applies to this order."""
 
     @property
     def remaining(self) -> float:

@@ -58,8 +58,11 @@ class ScenarioParams:
     stale_after: float = 2.0
     disconnect_after: float = 1.0
     disconnect_on: str = ""
-    """Order step at which the disconnect scenario drops clients: '', 'entry_submitted',
-    'entry_filled', 'exit_submitted', 'cleanup' (a cancel or flatten order)."""
+    """Order step that fires the disconnect, connectivity_lost or refuse_connections fault
+    instead of a timer: 'order_submitted', 'filled' or 'cancel', optionally ':n' for the
+    n-th occurrence (e.g. 'order_submitted:2' = when the second order is accepted)."""
+    nth: int = 0
+    """Which new order order_reject, no_fill and partial_fill apply to; 0 = every order."""
     outage_seconds: float = 2.0
     data_lost: bool = False
     """connectivity_lost: restore with 1101 (data lost) instead of 1102 (data maintained)."""

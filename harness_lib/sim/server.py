@@ -559,6 +559,9 @@ class PaperGateway:
         self.outage = False
         self._one_shot_fired = False
         self._scenario_t0 = time.monotonic()
+        self._refuse_until = 0.0
+        self._step_counts = {}
+        self._new_orders = 0
         self.scenario = Scenario.HEALTHY
         self.params = ScenarioParams()
         self._explicit_accounts = accounts
@@ -628,7 +631,14 @@ class PaperGateway:
         self.params = base.with_overrides(**params)
         self.scenario = scen
         self._scenario_t0 = time.monotonic()
+        self._refuse_until = (
+            self._scenario_t0 + self.params.outage_seconds
+            if scen == Scenario.REFUSE_CONNECTIONS and not self.params.disconnect_on
+            else 0.0
+        )
         self._one_shot_fired = False
+        self._step_counts: dict[str, int] = {}
+        self._new_orders = 0
         self.outage = False
         if self._explicit_accounts:
             self.accounts = list(self._explicit_accounts)
@@ -647,15 +657,12 @@ class PaperGateway:
 
     def refusing(self) -> bool:
         """True while the refuse_connections scenario is in its outage window."""
-        return (
-            self.scenario == Scenario.REFUSE_CONNECTIONS
-            and time.monotonic() - self._scenario_t0 < self.params.outage_seconds
-        )
+        return time.monotonic() < self._refuse_until
 
     def _arm_scenario_timers(self) -> None:
         loop = self._loop
         assert loop is not None
-        if self.scenario == Scenario.CONNECTIVITY_LOST:
+        if self.scenario == Scenario.CONNECTIVITY_LOST and not self.params.disconnect_on:
             self._timers.append(
                 loop.call_later(self.params.disconnect_after, self._lose_connectivity)
             )
@@ -703,15 +710,32 @@ class PaperGateway:
             )
 
     def order_step(self, step: str) -> None:
-        """Called at each order step; the disconnect scenario may drop everyone here."""
-        if (
-            self.scenario == Scenario.DISCONNECT
-            and self.params.disconnect_on == step
-            and not self._one_shot_fired
-        ):
-            assert self._loop is not None
-            # After the current message is handled, so the step itself happened first.
-            self._loop.call_soon(self.drop_all, step)
+        """Called at each order step ('order_submitted', 'filled', 'cancel'). When it matches
+        ``disconnect_on`` (``step`` = its first occurrence, ``step:n`` = the n-th), the
+        scenario's fault fires: disconnect drops everyone, connectivity_lost sends 1100,
+        refuse_connections drops everyone and refuses reconnects for ``outage_seconds``."""
+        n = self._step_counts[step] = self._step_counts.get(step, 0) + 1
+        want = self.params.disconnect_on
+        if not want or self._one_shot_fired:
+            return
+        name, _, count = want.partition(":")
+        if name != step or n != (int(count) if count else 1):
+            return
+        assert self._loop is not None
+        # After the current message is handled, so the step itself happened first.
+        if self.scenario == Scenario.DISCONNECT:
+            self._loop.call_soon(self.drop_all, want)
+        elif self.scenario == Scenario.CONNECTIVITY_LOST:
+            self._loop.call_soon(self._lose_connectivity)
+        elif self.scenario == Scenario.REFUSE_CONNECTIONS:
+            self._one_shot_fired = True
+            self._refuse_until = time.monotonic() + self.params.outage_seconds
+            self._loop.call_soon(self._drop_sessions, want)
+
+    def applies_to_order(self) -> bool:
+        """True when the order scenarios (reject, no fill, partial) apply to the order being
+        placed now: every order, or only the ``nth`` new one."""
+        return self.params.nth == 0 or self._new_orders == self.params.nth
 
     def drop_all(self, why: str = "manual") -> int:
         """Drop every client connection now (one-shot in the disconnect scenario)."""
@@ -719,6 +743,9 @@ class PaperGateway:
             if self._one_shot_fired:
                 return 0
             self._one_shot_fired = True
+        return self._drop_sessions(why)
+
+    def _drop_sessions(self, why: str) -> int:
         n = 0
         for s in list(self.sessions):
             if s.client_id is not None:
@@ -893,6 +920,7 @@ class PaperGateway:
             s.error(order_id, 200, "No security definition has been found for the request")
             return
         inst = matches[0]
+        self._new_orders += 1
         problem = None
         if action not in ("BUY", "SELL"):
             problem = f"Invalid action {action!r}"
@@ -904,7 +932,7 @@ class PaperGateway:
             problem = "Limit price is missing"
         elif account not in self.accounts:
             problem = f"Account {account} is not managed by this gateway"
-        if problem is None and self.scenario == Scenario.ORDER_REJECT:
+        if problem is None and self.scenario == Scenario.ORDER_REJECT and self.applies_to_order():
             problem = "Simulated rejection (livefire scenario order_reject)"
         if problem is not None:
             s.error(order_id, 201, f"Order rejected - reason:{problem}")
@@ -925,6 +953,7 @@ class PaperGateway:
             status="Submitted",
         )
         order = SimOrder(view, datetime.now(UTC))
+        order.faulty = self.applies_to_order()
         self.broker.orders[key] = order
         s.send(m.open_order(view))
         s.send(m.order_status(view))
@@ -952,7 +981,7 @@ class PaperGateway:
 
     def _consider_fill(self, order: SimOrder) -> None:
         """Fill now (after the fill delay) if the order is marketable and the scenario allows."""
-        if self.scenario == Scenario.NO_FILL:
+        if self.scenario == Scenario.NO_FILL and order.faulty:
             return
         quote = self.model(order.view.inst).quote
         price = self._marketable_price(order, quote)
@@ -982,7 +1011,9 @@ class PaperGateway:
         if price is None or getattr(order, "_filling", False):
             return
         shares = order.remaining
-        if self.scenario == Scenario.PARTIAL_FILL:
+        if self.scenario == Scenario.NO_FILL and order.faulty:
+            return
+        if self.scenario == Scenario.PARTIAL_FILL and order.faulty:
             shares = math.floor(order.view.quantity * self.params.partial_ratio)
             shares = min(shares, order.view.quantity - 1) - order.view.filled
             if shares <= 0:
@@ -1048,16 +1079,18 @@ class PaperGateway:
         s.send([m.ACCT_UPDATE_TIME, 1, datetime.now(UTC).strftime("%H:%M")])
 
     def _check_resting(self, inst: Instrument, quote: Quote) -> None:
-        if self.scenario == Scenario.NO_FILL or self.outage:
+        if self.outage:
             return
         for o in self.broker.open_orders():
             if o.view.inst.con_id != inst.con_id or o.view.order_type != "LMT":
+                continue
+            if self.scenario == Scenario.NO_FILL and o.faulty:
                 continue
             price = self._marketable_price(o, quote)
             if price is not None:
                 assert o.view.lmt_price is not None
                 shares = o.remaining
-                if self.scenario == Scenario.PARTIAL_FILL:
+                if self.scenario == Scenario.PARTIAL_FILL and o.faulty:
                     continue
                 # A resting limit fills at its limit price.
                 self._execute(o, shares, o.view.lmt_price)
