@@ -163,6 +163,14 @@ class Target:
             return f"SIMULATOR{scen} at {where}{acct}"
         return f"gateway {where}{acct}"
 
+    @property
+    def key(self) -> str:
+        """What makes two runs 'the same target' for notify-on-change: the simulator is one
+        target whatever port it got; a gateway is its host, port and account."""
+        if self.simulated:
+            return "simulator"
+        return f"{self.host}:{self.port}/{self.account or ''}"
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
         d = dataclasses.asdict(self)

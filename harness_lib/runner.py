@@ -225,14 +225,25 @@ def _finish(cfg: HarnessConfig, store: Store, rep: RunReport) -> None:
             if not hb.ok:
                 _warn(f"heartbeat not delivered to {hb.channel}: {hb.detail}")
     if cfg.notify:
-        previous = store.latest_run(target_label=rep.target.label, exclude_run_id=rep.run_id)
-        prev_verdict = previous.get("verdict") if previous else None
+        prev_verdict = _previous_verdict(store, rep)
         if notify.should_notify(cfg.notify_on, rep.verdict, prev_verdict):
             title, body = notify.format_message(rep, report_location=rep.report_path)
             for d in notify.send(list(cfg.notify), title, body):
                 store.add_notification(rep.run_id, channel=d.channel, ok=d.ok, detail=d.detail)
                 if not d.ok:
                     _warn(f"notification not delivered to {d.channel}: {d.detail}")
+
+
+def _previous_verdict(store: Store, rep: RunReport) -> str | None:
+    """The verdict of the previous concluded run on the same target (``Target.key``)."""
+    for r in store.runs(last=200).itertuples():
+        if r.run_id == rep.run_id or r.status == "running":
+            continue
+        key = Target(host=r.host, port=int(r.port), client_id=0, simulated=bool(r.simulated),
+                     account=r.account if isinstance(r.account, str) else None).key  # fmt: skip
+        if key == rep.target.key:
+            return str(r.verdict)
+    return None
 
 
 def _warn(text: str) -> None:

@@ -15,6 +15,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.loopback import Server, free_dead_port, serve_http
+
 ALWAYS_ALLOWED_CODES = {202}
 _IB_ERROR = re.compile(r"Error (\d+), reqId")
 # What ib_async logs when the peer drops the socket or a connect attempt fails.
@@ -64,3 +66,15 @@ def ib_async_errors_fail_the_test(request: pytest.FixtureRequest) -> Iterator[No
         unexpected.append(f"{rec.name}: {text}")
     if unexpected:
         pytest.fail("ib_async logged errors:\n" + "\n".join(unexpected), pytrace=False)
+
+
+@pytest.fixture
+def http_server() -> Iterator[Server]:
+    """A real HTTP server on 127.0.0.1 (ephemeral port) recording every request."""
+    yield from serve_http()
+
+
+@pytest.fixture
+def dead_port() -> int:
+    """A loopback port nothing listens on (bound, then closed)."""
+    return free_dead_port()

@@ -3,13 +3,8 @@
 from __future__ import annotations
 
 import base64
-import http.server
 import json
 import logging
-import socket
-import threading
-from collections.abc import Iterator
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import pytest
@@ -30,64 +25,7 @@ QUERY_TOKEN = "abcdef0123456789abcdef"
 PATH_TOKEN = "Zx9kQ2mW7vB4nR8tY3pL"
 
 
-# ------------------------------------------------------------------------ fixtures
-
-
-@dataclass
-class Received:
-    method: str
-    path: str
-    headers: dict[str, str]
-    body: bytes
-
-
-@dataclass
-class Server:
-    port: int
-    requests: list[Received] = field(default_factory=list)
-    status: int = 200
-
-
-@pytest.fixture
-def http_server() -> Iterator[Server]:
-    """A real HTTP server on 127.0.0.1 (ephemeral port) recording every request."""
-    state = Server(port=0)
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def _record(self) -> None:
-            length = int(self.headers.get("Content-Length") or 0)
-            body = self.rfile.read(length) if length else b""
-            state.requests.append(
-                Received(self.command, self.path, dict(self.headers.items()), body)
-            )
-            self.send_response(state.status)
-            self.send_header("Content-Length", "2")
-            self.end_headers()
-            self.wfile.write(b"OK")
-
-        do_GET = do_POST = do_HEAD = _record
-
-        def log_message(self, format: str, *args: object) -> None:
-            pass  # keep pytest output clean
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    state.port = server.server_address[1]
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield state
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
-
-
-@pytest.fixture
-def dead_port() -> int:
-    """A loopback port nothing listens on (bound, then closed)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from tests.loopback import Server  # the http_server and dead_port fixtures: tests/conftest.py
 
 
 def fail_report(simulated: bool = False) -> RunReport:
