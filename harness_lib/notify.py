@@ -26,6 +26,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from harness_lib.config import redact_url
 from harness_lib.models import Phase, RunReport, Verdict
 
 __all__ = [
@@ -198,7 +199,8 @@ def _host_is_token(scheme: str, host: str) -> bool:
         return bool(host)
     if _TELEGRAM_TOKEN.search(host):
         return True
-    return bool(_LONG_TOKEN.fullmatch(host)) and any(c.isdigit() for c in host)
+    # 16+ token characters with no dot is no host name a person would type either.
+    return bool(_LONG_TOKEN.fullmatch(host)) and (any(c.isdigit() for c in host) or len(host) >= 16)
 
 
 def _split(url: str) -> tuple[str, str, str, str, str, str]:
@@ -224,48 +226,11 @@ def _host_only(hostport: str) -> str:
     return host if sep and port.isdigit() else hostport
 
 
-def redact_url(url: str) -> str:
-    """A URL safe to log and show: scheme and host stay visible; user:password,
-    telegram bot tokens, path segments that look like tokens (12+ chars of
-    ``[A-Za-z0-9_:-]``), credential-like query values and fragments become ``***``."""
-    if not isinstance(url, str):
-        return MASK
-    scheme, userinfo, hostport, path, query, fragment = _split(url.strip())
-    if not scheme:
-        # Not a URL at all: it may be a bare token, so show nothing of it.
-        return MASK
-    out = f"{scheme}://"
-    if userinfo:
-        out += f"{MASK}@"
-    host = _host_only(hostport)
-    if _host_is_token(scheme, host):
-        out += MASK + hostport[len(host) :]
-    else:
-        out += hostport
-    if path:
-        out += "/".join(MASK if _is_secret_path_segment(s) else s for s in path.split("/"))
-    if query:
-        pairs = []
-        for item in query.split("&"):
-            key, eq, value = item.partition("=")
-            plain_key = urllib.parse.unquote_plus(key)
-            plain_value = urllib.parse.unquote_plus(value)
-            if (
-                eq
-                and value
-                and (_SECRET_KEY.search(plain_key) or _LONG_TOKEN.fullmatch(plain_value))
-            ):
-                value = MASK
-            pairs.append(f"{key}{eq}{value}")
-        out += "?" + "&".join(pairs)
-    if fragment:
-        out += f"#{MASK}"
-    return out
-
-
 def _secrets_in_url(url: str) -> set[str]:
-    """Every substring of ``url`` that :func:`redact_url` hides, in raw and decoded form,
-    so free text (log lines, exception messages) can be scrubbed with :func:`redact_text`."""
+    """Every substring of ``url`` that looks secret, in raw and decoded form, so free text
+    (log lines, exception messages) can be scrubbed with :func:`redact_text`. Deliberately
+    broader than :func:`redact_url` (which keeps URLs readable): a log line loses nothing
+    useful when a user name is masked too."""
     found: set[str] = set()
     scheme, userinfo, hostport, path, query, fragment = _split(url.strip())
     if not scheme:
