@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import struct
 
 import pytest
@@ -99,9 +100,11 @@ async def test_oversized_frame_is_refused(paper_gateway: PaperGateway) -> None:
 def test_random_frames_never_take_the_server_down(junk: list[bytes], threaded_gateway) -> None:
     async def scenario() -> None:
         reader, writer = await _greet(threaded_gateway.port, 30)
-        for blob in junk:
-            writer.write(struct.pack(">I", len(blob)) + blob)
-        await writer.drain()
+        # The server may drop this garbage-sending socket at any point: that is allowed.
+        with contextlib.suppress(ConnectionError):
+            for blob in junk:
+                writer.write(struct.pack(">I", len(blob)) + blob)
+            await writer.drain()
         writer.close()
         ib = await connect(threaded_gateway.port, 31)
         try:
