@@ -17,7 +17,7 @@ from typing import Any
 
 from harness_lib import notify, report
 from harness_lib.config import HarnessConfig
-from harness_lib.models import Checkpoint, Phase, PhaseResult, RunReport, Target, Verdict, utcnow
+from harness_lib.models import Phase, PhaseResult, RunReport, Target, Verdict, utcnow
 from harness_lib.phases import RunContext, cleanup, health, round_trip, ticks
 from harness_lib.phases.base import new_run_id
 from harness_lib.sim import PaperGateway
@@ -250,4 +250,4 @@ def _warn(text: str) -> None:
     print(f"warning: {text}", file=sys.stderr)
 
 
-__all__ = ["Checkpoint", "find_gateway", "run_harness"]
+__all__ = ["find_gateway", "run_harness"]

@@ -29,10 +29,11 @@ def clip_to_account(harness_net: float, account_position: float) -> float:
     return 0.0
 
 
-async def _cancel_ours(ctx: RunContext, is_ours: object) -> list[Trade]:
+async def _cancel_ours(ctx: RunContext, is_ours: Callable[[str], bool]) -> list[Trade]:
+    """Cancel every active order whose orderRef ``is_ours`` and wait until they are done."""
     ib = ctx.conn.ib
     trades = await asyncio.wait_for(ib.reqAllOpenOrdersAsync(), ctx.cfg.connect_timeout * 2)
-    mine = [t for t in trades if t.isActive() and is_ours(t.order.orderRef or "")]  # type: ignore[operator]
+    mine = [t for t in trades if t.isActive() and is_ours(t.order.orderRef or "")]
     # reqAllOpenOrders returns fresh Trade objects; cancel through the ones ib_async tracks.
     for t in mine:
         ib.cancelOrder(t.order)
@@ -93,14 +94,14 @@ async def _flatten(
     return left
 
 
-async def _sync_executions(ctx: RunContext, is_ours: object) -> dict[int, Contract]:
+async def _sync_executions(ctx: RunContext, is_ours: Callable[[str], bool]) -> dict[int, Contract]:
     """Fetch executions from the gateway (fills may have happened while we were cut off)
     and record ours exactly once; return contracts by conId."""
     ib = ctx.conn.ib
     fills = await asyncio.wait_for(ib.reqExecutionsAsync(), ctx.cfg.connect_timeout * 2)
     contracts: dict[int, Contract] = {}
     for f in fills:
-        if is_ours(f.execution.orderRef or ""):  # type: ignore[operator]
+        if is_ours(f.execution.orderRef or ""):
             ctx.rec.record_execution(f)
             contracts[f.contract.conId] = f.contract
     for f in ctx.rec.executions.values():
