@@ -92,6 +92,16 @@ _PHASE_ORDER: tuple[str, ...] = tuple(p.value for p in Phase)
 _SERIES_COLORS = {"bid": "#1f77b4", "ask": "#d62728", "last": "#2ca02c", "spread": "#7f7f7f"}
 _TEXT_LIMIT = 200  # free-text columns (reason, detail) are cut so they cannot bloat a spec
 _UTC_FORMAT = "%Y-%m-%d %H:%M:%S.%L"
+_MULTI_UTC_FORMAT = {
+    "milliseconds": "%H:%M:%S.%L",
+    "seconds": "%H:%M:%S",
+    "minutes": "%H:%M",
+    "hours": "%H:%M",
+    "date": "%b %d",
+    "week": "%b %d",
+    "month": "%b %Y",
+    "year": "%Y",
+}
 _EPOCH = pd.Timestamp(0, tz="UTC")
 
 
@@ -158,8 +168,9 @@ def _utc_x(field: str, title: str = "time (UTC)") -> alt.X:
         f"{field}:T",
         title=title,
         scale=alt.Scale(type="utc"),
-        # No fixed format: Vega's multi-format picks ms..years to suit the span.
-        axis=alt.Axis(labelOverlap=True),
+        # Vega's multi-format picks the unit to suit the span; this one keeps the clock time
+        # on sub-second ticks (the default shows a bare ".800", meaningless in a live view).
+        axis=alt.Axis(labelOverlap=True, format=_MULTI_UTC_FORMAT, formatType="utc"),
     )
 
 
@@ -342,11 +353,12 @@ def time_to_first_value_chart(
 
 
 def interarrival(ticks: pd.DataFrame) -> pd.Series:
-    """Seconds between consecutive tick arrivals (by t_mono), over all fields, within each run.
+    """Seconds between consecutive tick arrivals (by t_mono), within each run.
 
     Ticks are ordered by t_mono inside each run_id; the gap across two runs is
-    never counted (their monotonic clocks are unrelated). Ticks sharing one
-    receive timestamp (several fields from one message) give gaps of 0.
+    never counted (their monotonic clocks are unrelated). Ticks that arrived together
+    (several fields of one quote update share one receive time) count as one arrival,
+    so the distribution shows the feed's cadence rather than a spike at zero.
     Returns a float Series named `interarrival_s`, empty if there are fewer than
     two ticks in any run.
     """
@@ -364,6 +376,12 @@ def interarrival(ticks: pd.DataFrame) -> pd.Series:
         return empty
     order = np.lexsort((t, runs))
     t, runs = t[order], runs[order]
+    # One arrival per distinct receive time within a run.
+    first = np.ones(len(t), dtype=bool)
+    first[1:] = (t[1:] != t[:-1]) | (runs[1:] != runs[:-1])
+    t, runs = t[first], runs[first]
+    if len(t) < 2:
+        return empty
     same_run = runs[1:] == runs[:-1]
     return pd.Series(np.diff(t)[same_run], name="interarrival_s")
 

@@ -18,14 +18,12 @@ from harness_lib.notify import (
     send,
     should_notify,
 )
+from tests.loopback import Server  # http_server/dead_port fixtures: tests/conftest.py
 
 T0 = datetime(2026, 3, 2, 14, 5, tzinfo=UTC)
 PASSWORD = "S3cr3tP4ss"
 QUERY_TOKEN = "abcdef0123456789abcdef"
 PATH_TOKEN = "Zx9kQ2mW7vB4nR8tY3pL"
-
-
-from tests.loopback import Server  # the http_server and dead_port fixtures: tests/conftest.py
 
 
 def fail_report(simulated: bool = False) -> RunReport:
