@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from . import messages as m
-from .broker import Broker, SimOrder
+from .broker import Broker, Execution, SimOrder
 from .market import Catalogue, Instrument, Quote, QuoteModel, build_catalogue
 from .messages import OrderView
 from .scenarios import DEFAULT_PARAMS, Scenario, ScenarioParams, parse_scenario
@@ -405,21 +405,18 @@ def h_executions(s: Session, f: list[str]) -> None:
             continue
         if symbol_filter and o.inst.symbol != symbol_filter:
             continue
-        s.send(
-            m.exec_details(
-                req_id,
-                o,
-                exec_id=e.exec_id,
-                when=e.time,
-                shares=e.shares,
-                price=e.price,
-                cum_qty=e.cum_qty,
-                avg_price=e.avg_price,
-            )
-        )
+        s.send(_exec_message(req_id, e))
         if e.commission_sent:
             s.send(m.commission_report(e.exec_id, e.commission, "USD", e.realized_pnl))
     s.send([m.EXECUTION_DATA_END, 1, req_id])
+
+
+def _exec_message(req_id: int, e: Execution) -> list[Any]:
+    """execDetails for one simulated execution (reqId -1 when live)."""
+    return m.exec_details(
+        req_id, e.order, exec_id=e.exec_id, when=e.time, shares=e.shares, price=e.price,
+        cum_qty=e.cum_qty, avg_price=e.avg_price,
+    )  # fmt: skip
 
 
 def h_contract_details(s: Session, f: list[str]) -> None:
@@ -1026,18 +1023,7 @@ class PaperGateway:
         view = order.view
         owner = self.clients.get(view.client_id)
         if owner is not None:
-            owner.send(
-                m.exec_details(
-                    -1,
-                    view,
-                    exec_id=e.exec_id,
-                    when=e.time,
-                    shares=e.shares,
-                    price=e.price,
-                    cum_qty=e.cum_qty,
-                    avg_price=e.avg_price,
-                )
-            )
+            owner.send(_exec_message(-1, e))
             owner.send(m.order_status(view, last_fill_price=price, avg_fill_price=e.avg_price))
         self.order_step("filled")
         delay = self.params.commission_delay if self.scenario == Scenario.COMMISSION_LATE else 0.0
