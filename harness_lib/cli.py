@@ -483,6 +483,8 @@ def main(argv: list[str] | None = None) -> None:
     Usage errors become one line and exit 4 (bad input), instead of click's box and exit 2,
     because exit 2 means STALLED to the schedulers that read our codes.
     """
+    ib_logger = logging.getLogger("ib_async")
+    saved_level = ib_logger.level
     try:
         code = app(args=argv, standalone_mode=False)
     except typer.Abort:
@@ -500,6 +502,9 @@ def main(argv: list[str] | None = None) -> None:
             f"[bold red]error:[/] {text} (see `{name} --help`)", highlight=False, soft_wrap=True
         )
         sys.exit(EXIT_BAD_INPUT)
+    finally:
+        # In-process callers (tests, notebooks) get their logging back as it was.
+        ib_logger.setLevel(saved_level)
     sys.exit(code if isinstance(code, int) else 0)
 
 

@@ -186,6 +186,10 @@ async def _clean_once(
         check_accounts(list(ib.managedAccounts()))
         left = await _flatten(ctx, p, net, contracts)
         p.cp("flattened", f"net left {left or 0}")
+    # After a reconnect ib_async has forgotten the old subscriptions (they died with the
+    # socket); cancelling them would only log "No reqId found".
+    live = ib.wrapper.ticker2ReqId.get("mktData", {})
+    ctx.tickers[:] = [t for t in ctx.tickers if t in live]
     for t in ctx.tickers:
         with contextlib.suppress(Exception):
             ib.cancelMktData(t.contract)
