@@ -1261,11 +1261,7 @@ class Store:
             + " WHERE e.order_ref >= ? AND e.order_ref < ? ORDER BY e.t_wall, e.exec_id",
             (_REF_LO, _REF_HI),
         )
-        trades = _finish_trades(df)
-        out = []
-        for run_id, g in trades.groupby("run_id", sort=False):
-            out.append(_cost_row(str(run_id), g))
-        ledger = pd.DataFrame(out, columns=_COST_COLUMNS)
+        ledger = _cost_ledger(_finish_trades(df))
         if ledger.empty:
             ledger["time"] = pd.to_datetime(ledger["time"], utc=True)
             return ledger
@@ -1368,47 +1364,56 @@ def _finish_trades(df: pd.DataFrame) -> pd.DataFrame:
     return df
 
 
-def _wavg(price: pd.Series, shares: pd.Series) -> float:
-    total = float(shares.sum())
-    return float((price * shares).sum() / total) if total else math.nan
+def _cost_ledger(t: pd.DataFrame) -> pd.DataFrame:
+    """One ledger row per run from its harness executions (ordered by time), computed as
+    one groupby per column: a per-run loop cost ~3 ms a run, over a second for a year."""
+    if t.empty:
+        return pd.DataFrame(columns=_COST_COLUMNS)
+    import numpy as np
 
+    key = t["run_id"]
+    g = t.groupby(key, sort=False)
+    buy = t["side"].astype(str).str.upper().isin(["BOT", "BUY", "B"])
+    # The entry is whatever side the run's first execution took.
+    entry = buy == buy.groupby(key, sort=False).transform("first")
+    mult = t["multiplier"].where(t["multiplier"] > 0, 1.0)
+    shares, price = t["shares"], t["price"]
 
-def _cost_row(run_id: str, g: pd.DataFrame) -> dict[str, Any]:
-    """One ledger row from one run's harness executions (already ordered by time)."""
-    mult = g["multiplier"].where(g["multiplier"] > 0, 1.0)
-    buy = pd.Series([_is_buy(s) for s in g["side"]], index=g.index)
-    entry_buy = bool(buy.iloc[0])
-    entry = buy == entry_buy
-    bought = float(g.loc[buy, "shares"].sum())
-    sold = float(g.loc[~buy, "shares"].sum())
-    commission = float(g["commission"].abs().fillna(0.0).sum())
-    slippage_known = bool(g["decision_mid"].notna().all())
-    slippage = float(g["slippage"].fillna(0.0).sum())
-    notional = g["price"] * g["shares"] * mult
-    cash = float(notional[~buy].sum() - notional[buy].sum())
-    net = bought - sold
-    flat = abs(net) < 1e-9
-    currencies = g["currency"].dropna()
-    return {
-        "time": g["t_wall"].iloc[0],
-        "run_id": run_id,
-        "order_ref": g["order_ref"].iloc[0],
-        "symbol": g["symbol"].iloc[0],
-        "quantity": float(g.loc[entry, "shares"].sum()),
-        "entry_side": g["side"].iloc[0],
-        "entry_price": _wavg(g.loc[entry, "price"], g.loc[entry, "shares"]),
-        "exit_price": _wavg(g.loc[~entry, "price"], g.loc[~entry, "shares"]),
-        "commission": commission,
-        "commission_known": bool(g["commission"].notna().all()),
-        "slippage": slippage,
-        "slippage_known": slippage_known,
-        "total_cost": commission + slippage,
-        # Only a flat round trip has a realized P&L; an open leg would look like a loss.
-        "realized_pnl": cash - commission if flat else math.nan,
-        "net_position": net,
-        "currency": currencies.iloc[0] if len(currencies) else None,
-        "executions": len(g),
-    }
+    def total(x: pd.Series) -> pd.Series:
+        return x.groupby(key, sort=False).sum()
+
+    def wavg(mask: pd.Series) -> pd.Series:
+        w = total(shares * mask)
+        return (total(price * shares * mask) / w).where(w != 0, np.nan)
+
+    commission = total(t["commission"].abs().fillna(0.0))
+    net = total(shares * buy) - total(shares * ~buy)
+    notional = price * shares * mult
+    cash = total(notional * ~buy) - total(notional * buy)
+    slippage = total(t["slippage"].fillna(0.0))
+    ledger = pd.DataFrame(
+        {
+            "time": g["t_wall"].first(),
+            "run_id": g["run_id"].first(),
+            "order_ref": g["order_ref"].first(),
+            "symbol": g["symbol"].first(),
+            "quantity": total(shares * entry),
+            "entry_side": g["side"].first(),
+            "entry_price": wavg(entry),
+            "exit_price": wavg(~entry),
+            "commission": commission,
+            "commission_known": t["commission"].notna().groupby(key, sort=False).all(),
+            "slippage": slippage,
+            "slippage_known": t["decision_mid"].notna().groupby(key, sort=False).all(),
+            "total_cost": commission + slippage,
+            # Only a flat round trip has a realized P&L; an open leg would look like a loss.
+            "realized_pnl": (cash - commission).where(net.abs() < 1e-9, np.nan),
+            "net_position": net,
+            "currency": g["currency"].first(),
+            "executions": g.size(),
+        }
+    )
+    return ledger[_COST_COLUMNS].reset_index(drop=True)
 
 
 def _run_dict(cols: list[str], row: tuple) -> dict[str, Any]:
