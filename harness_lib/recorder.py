@@ -11,14 +11,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
 import threading
 import time
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from ib_async import IB, CommissionReport, Fill, Ticker, Trade
 
@@ -36,13 +35,13 @@ TICK_FIELDS: dict[int, str] = {
 }  # fmt: skip
 """Tick type id → Ticker field, live and delayed ids alike (ib_async's own mapping)."""
 
-FLUSH_ROWS = 500
+FLUSH_ROWS = 5_000
+"""Ticks per store transaction at most; the periodic flush bounds the delay instead."""
 FLUSH_SECONDS = 0.1
 
 
-@dataclass(slots=True)
-class TickRow:
-    """One recorded tick."""
+class TickRow(NamedTuple):
+    """One recorded tick, as live views see it."""
 
     seq: int
     con_id: int
@@ -56,6 +55,9 @@ class TickRow:
     market_data_type: int
 
 
+SIZE_FIELDS = frozenset({"bidSize", "askSize", "lastSize", "volume"})
+
+
 @dataclass
 class Recorder:
     """Records what one run observes; the only writer of the store during a run."""
@@ -64,7 +66,8 @@ class Recorder:
     store: Store | None = None
     ring_size: int = 20_000
     order_ref: str = ""
-    ticks: deque[TickRow] = field(init=False)
+    ticks: deque[tuple] = field(init=False)
+    """Recent store rows (run_id, con_id, ..., seq); ``snapshot`` turns them into TickRows."""
     checkpoints: list[tuple[str, Checkpoint]] = field(default_factory=list)
     messages: deque[IBMessage] = field(init=False)
     executions: dict[str, Fill] = field(default_factory=dict)
@@ -124,28 +127,38 @@ class Recorder:
         """Record the ticks ib_async collected for this ticker in the latest socket read.
 
         ``TickData.time`` is when the bytes arrived (ib_async stamps it on read), so it is
-        the arrival time used for latency; ``t_mono`` is when we processed them.
+        the arrival time used for latency; ``t_mono`` is when we processed them. This runs
+        for every tick on the event loop, so it builds one tuple per tick and nothing else:
+        the same tuple goes to the store buffer and to the live ring.
         """
         c = ticker.contract
         con_id = c.conId if c else 0
         symbol = (c.localSymbol or c.symbol) if c else ""
         mdt = ticker.marketDataType
-        rows = self._buf
-        ring = self.ticks
+        run_id = self.run_id
+        buf_append = self._buf.append
+        ring_append = self.ticks.append
+        fields = TICK_FIELDS
+        n = self.tick_count
+        last_time = None
+        t_wall = 0.0
         for td in ticker.ticks:
-            fld = TICK_FIELDS.get(td.tickType)
+            tick_type = td.tickType
+            fld = fields.get(tick_type)
             if fld is None:
                 continue
-            self.tick_count += 1
-            price = td.price if fld not in ("bidSize", "askSize", "lastSize", "volume") else None
-            size = td.size
-            t_wall = td.time.timestamp()
-            row = TickRow(self.tick_count, con_id, symbol, fld, td.tickType,
-                          _finite(price), _finite(size), t_mono, t_wall, mdt)  # fmt: skip
-            ring.append(row)
-            rows.append((self.run_id, con_id, symbol, fld, td.tickType, row.price, row.size,
-                         t_mono, t_wall, mdt, row.seq))  # fmt: skip
-        if len(rows) >= FLUSH_ROWS:
+            n += 1
+            if td.time is not last_time:
+                # Every tick of one socket read shares one arrival datetime.
+                last_time = td.time
+                t_wall = last_time.timestamp()
+            price = None if fld in SIZE_FIELDS else _finite(td.price)
+            row = (run_id, con_id, symbol, fld, tick_type, price, _finite(td.size), t_mono,
+                   t_wall, mdt, n)  # fmt: skip
+            buf_append(row)
+            ring_append(row)
+        self.tick_count = n
+        if len(self._buf) >= FLUSH_ROWS:
             self.flush()
 
     def flush(self) -> None:
@@ -308,9 +321,10 @@ class Recorder:
     def snapshot(self, last_ticks: int = 2_000) -> dict[str, Any]:
         """A thread-safe copy of recent observations for live views."""
         with self.lock:
-            ticks = list(self.ticks)[-last_ticks:]
+            rows = list(self.ticks)[-last_ticks:]
             cps = list(self.checkpoints)
             msgs = list(self.messages)
+        ticks = [TickRow(r[10], *r[1:10]) for r in rows]
         return {"ticks": ticks, "checkpoints": cps, "messages": msgs, "tick_count": self.tick_count}
 
     async def close(self) -> None:
@@ -324,10 +338,12 @@ class Recorder:
 
 
 def _finite(x: float | None) -> float | None:
+    """The value, or None for NaN, infinities, IB's UNSET_DOUBLE and non-numbers."""
     if x is None:
         return None
     try:
         value = float(x)
     except (TypeError, ValueError):
         return None
-    return value if math.isfinite(value) and value < 1e300 else None
+    # NaN fails both comparisons; UNSET_DOUBLE (1.797e308) and inf fail the bounds.
+    return value if -1e300 < value < 1e300 else None
