@@ -382,9 +382,17 @@ def assert_clean(
 
     # 5. ticks: ib_async turns each tickPrice/tickSize into one TickData.
     sent = gateway.truth.ticks_for(HARNESS_CLIENT)
+    assert list(ticks["seq"]) == list(range(1, len(ticks) + 1)), "tick seq has gaps/dupes"
+
+    # What was recorded is exactly what was sent, in order: nothing twice, nothing invented.
+    def price(p: Any) -> float | None:
+        return None if p is None or (isinstance(p, float) and math.isnan(p)) else float(p)
+
+    got = [(int(tt), price(p)) for tt, p in zip(ticks["tick_type"], ticks["price"], strict=True)]
+    want = [(t.tick_type, price(t.price)) for t in sent[: len(got)]]
+    assert got == want, "recorded ticks differ from the ticks the simulator sent"
     if exact_ticks:
         assert len(ticks) == len(sent), f"recorded {len(ticks)} ticks, simulator sent {len(sent)}"
-        assert list(ticks["seq"]) == list(range(1, len(ticks) + 1)), "tick seq has gaps/dupes"
     else:
         assert len(ticks) <= len(sent), f"recorded {len(ticks)} > sent {len(sent)}"
     return {"run": run, "ticks": ticks, "events": events, "checkpoints": checkpoints}

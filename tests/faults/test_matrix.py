@@ -269,7 +269,9 @@ async def test_fault_cell(cell: Cell, gw: StagedGateway, tmp_path: Path) -> None
         assert "PASS" in out and "Traceback" not in out + err
     placed = gw.truth.orders_from(HARNESS_CLIENT)
     assert len(placed) == ORDERS[cell.id], [(o.order_id, o.action, o.quantity) for o in placed]
-    seen = assert_clean(gw, rep, store)
+    # Ticks the simulator wrote just before it dropped the socket may never arrive; that is
+    # the fault, not a recording gap. Everything recorded must still match what was sent.
+    seen = assert_clean(gw, rep, store, exact_ticks=not cell.peer_close)
     # Everything observed up to the fault is stored: the checkpoints of the step reached.
     reached = set(seen["checkpoints"]["name"])
     assert REACHED[cell.step] <= reached, f"missing {REACHED[cell.step] - reached}"
