@@ -81,17 +81,7 @@ def inproc(path: Path) -> dict[str, Any]:
     store = timed("Store open (read-only)", Store, path, readonly=True)
     runs = timed("Store.runs()", store.runs)
     costs = timed("Store.costs()", store.costs)
-    # The recommended vectorised costs(): timed and checked equal on the same store.
-    sys.path.insert(0, str(BENCH_DIR))
-    from proposals import fast_costs
 
-    fast = timed("proposal: vectorised costs()", fast_costs, store)
-    try:
-        __import__("pandas").testing.assert_frame_equal(costs, fast)
-        out["fast_costs_equal"] = True
-    except AssertionError as exc:
-        out["fast_costs_equal"] = False
-        out["fast_costs_diff"] = str(exc)[:300]
     passed = runs[runs["verdict"] == "PASS"]
     run_id = str(passed["run_id"].iloc[0])
     out["run_id"] = run_id
@@ -137,9 +127,6 @@ def _rows_inproc(res: dict[str, Any], rss: float, wall: float) -> list[Row]:
     rows = [
         Row(SECTION, f"in-process: {k}", f"{v:.3f} s", "", None) for k, v in res["timings"].items()
     ]
-    rows.append(Row(SECTION, "proposal: vectorised costs() equals Store.costs()",
-                    str(res.get("fast_costs_equal")), "True", None,
-                    note=res.get("fast_costs_diff", "")))  # fmt: skip
     rows.append(Row(SECTION, "in-process: rows loaded", f"{res['runs']} runs, "
                     f"{res['ticks_one_run']:,} ticks (one run), {res['ticks_20_runs']:,} "
                     "(20 runs)", "", None))  # fmt: skip
@@ -211,13 +198,6 @@ def main(argv: list[str] | None = None) -> list[Row]:
                              f"{_tail(r.stdout + r.stderr)}"))  # fmt: skip
         rows.append(Row(SECTION, "post-mortem as a script: peak RSS", f"{r.max_rss_mb:.0f} MB",
                         f"< {POSTMORTEM_GOAL_MB:g} MB", r.max_rss_mb < POSTMORTEM_GOAL_MB,
-                        ))  # fmt: skip
-        r2 = run_child([py, str(BENCH_DIR / "postmortem_fast_costs.py"), "--", "--store",
-                        str(args.store), "--run", run_id])  # fmt: skip
-        rows.append(Row(SECTION, "proposal: same with vectorised costs()", f"{r2.wall_s:.2f} s",
-                        f"< {POSTMORTEM_GOAL_S:g} s", None,
-                        note=f"exit {r2.returncode}; {r2.max_rss_mb:.0f} MB peak; "
-                             "bench/postmortem_fast_costs.py patches Store.costs in-process",
                         ))  # fmt: skip
         rows += _export_rows(args.store, run_id)
     else:
