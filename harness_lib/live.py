@@ -90,6 +90,38 @@ CONTRACT_CHOICES: tuple[str, ...] = ("AAPL", "EUR.USD", "MES", "ILLQ", "NOSUB")
 """Contracts offered by the notebooks' pickers: the simulator's catalogue (ILLQ never
 ticks, NOSUB is not subscribed), which are also ordinary specs for a real gateway."""
 
+
+def connection_form(args: argparse.Namespace, *, client_id: int) -> tuple[Any, ...]:
+    """The connection widgets both live notebooks show, from their parsed arguments:
+    ``(source, scenario, host, port, client_id, contract)`` as marimo UI elements.
+
+    Returned as a tuple so each notebook can bind them to globals (marimo only reacts to
+    UI elements held in global names).
+    """
+    import marimo as mo
+
+    from harness_lib.sim.scenarios import Scenario
+
+    source = mo.ui.radio(
+        options=["simulator", "gateway"],
+        value="gateway" if args.gateway else "simulator",
+        label="connect to",
+        inline=True,
+    )
+    scenario = mo.ui.dropdown(
+        options=[s.value for s in Scenario], value=args.scenario, label="scenario"
+    )
+    host = mo.ui.text(value=args.host, label="host")
+    port = mo.ui.number(start=1, stop=65535, value=args.port or 4002, label="port")
+    cid = mo.ui.number(start=0, stop=2**31 - 1, value=client_id, label="clientId")
+    contract = mo.ui.dropdown(
+        options=list(dict.fromkeys([args.contract.upper(), *CONTRACT_CHOICES])),
+        value=args.contract.upper(),
+        label="contract",
+    )
+    return source, scenario, host, port, cid, contract
+
+
 TICK_COLUMNS: tuple[str, ...] = (
     "run_id", "seq", "con_id", "symbol", "field", "tick_type", "price", "size",
     "t_mono", "t_wall", "t_wall_epoch", "market_data_type",

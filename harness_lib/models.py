@@ -87,6 +87,20 @@ class Phase(StrEnum):
     """Cancel harness orders, flatten harness positions, unsubscribe, disconnect (always)."""
 
 
+def finite(x: Any) -> float | None:
+    """The value as a float, or None for None, NaN, infinities, IB's UNSET_DOUBLE
+    (1.797e308) and anything that is not a number. Stored and recorded values go through
+    this one rule, so 'unknown' is always None."""
+    if x is None:
+        return None
+    try:
+        value = float(x)
+    except (TypeError, ValueError):
+        return None
+    # NaN fails both comparisons; inf and UNSET_DOUBLE fail the bounds.
+    return value if -1e300 < value < 1e300 else None
+
+
 def utcnow() -> datetime:
     """Timezone-aware wall-clock time; every stored timestamp is UTC."""
     return datetime.now(UTC)

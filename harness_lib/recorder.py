@@ -22,7 +22,7 @@ from typing import Any, NamedTuple
 from ib_async import IB, CommissionReport, Fill, Ticker, Trade
 
 from harness_lib.connection import Connection, kind_of
-from harness_lib.models import Checkpoint, IBMessage, PhaseResult, utcnow
+from harness_lib.models import Checkpoint, IBMessage, PhaseResult, finite, utcnow
 from harness_lib.store import Store
 
 log = logging.getLogger("harness_lib.recorder")
@@ -152,8 +152,8 @@ class Recorder:
                 # Every tick of one socket read shares one arrival datetime.
                 last_time = td.time
                 t_wall = last_time.timestamp()
-            price = None if fld in SIZE_FIELDS else _finite(td.price)
-            row = (run_id, con_id, symbol, fld, tick_type, price, _finite(td.size), t_mono,
+            price = None if fld in SIZE_FIELDS else finite(td.price)
+            row = (run_id, con_id, symbol, fld, tick_type, price, finite(td.size), t_mono,
                    t_wall, mdt, n)  # fmt: skip
             buf_append(row)
             ring_append(row)
@@ -229,9 +229,9 @@ class Recorder:
         info = {
             "leg": leg,
             "account": account,
-            "decision_bid": _finite(decision_bid),
-            "decision_ask": _finite(decision_ask),
-            "decision_mid": _finite(mid),
+            "decision_bid": finite(decision_bid),
+            "decision_ask": finite(decision_ask),
+            "decision_mid": finite(mid),
             "multiplier": float(c.multiplier) if c.multiplier else 1.0,
         }
         self._orders[o.orderId] = info
@@ -250,7 +250,7 @@ class Recorder:
             client_id=o.clientId or trade.orderStatus.clientId, account=info["account"],
             con_id=c.conId, symbol=c.localSymbol or c.symbol, sec_type=c.secType,
             multiplier=info["multiplier"], action=o.action, quantity=float(o.totalQuantity),
-            order_type=o.orderType, lmt_price=_finite(lmt), order_ref=o.orderRef or self.order_ref,
+            order_type=o.orderType, lmt_price=finite(lmt), order_ref=o.orderRef or self.order_ref,
             leg=info["leg"], status=trade.orderStatus.status,
             decision_bid=info["decision_bid"], decision_ask=info["decision_ask"],
             decision_mid=info["decision_mid"],
@@ -335,15 +335,3 @@ class Recorder:
                 await self._flusher
             self._flusher = None
         self.flush()
-
-
-def _finite(x: float | None) -> float | None:
-    """The value, or None for NaN, infinities, IB's UNSET_DOUBLE and non-numbers."""
-    if x is None:
-        return None
-    try:
-        value = float(x)
-    except (TypeError, ValueError):
-        return None
-    # NaN fails both comparisons; UNSET_DOUBLE (1.797e308) and inf fail the bounds.
-    return value if -1e300 < value < 1e300 else None

@@ -28,7 +28,6 @@ UTC datetimes (pandas ``datetime64[ns, UTC]`` in DataFrames).
 from __future__ import annotations
 
 import json
-import math
 import os
 import socket
 import sqlite3
@@ -61,6 +60,7 @@ from harness_lib.models import (
     Target,
     Verdict,
     _jsonable,
+    finite,
     utcnow,
 )
 
@@ -324,19 +324,6 @@ def _dt(x: float | None) -> datetime | None:
     if x is None:
         return None
     return datetime.fromtimestamp(x, UTC)
-
-
-def _num(x: Any) -> float | None:
-    """A finite float or None (NaN, inf and IB's UNSET_DOUBLE 1.797e308 become None)."""
-    if x is None:
-        return None
-    try:
-        f = float(x)
-    except (TypeError, ValueError):
-        return None
-    if not math.isfinite(f) or abs(f) > 1e300:
-        return None
-    return f
 
 
 def _json(obj: Any) -> str:
@@ -740,9 +727,9 @@ class Store:
                     reason,
                     int(exit_code),
                     _json(summary),
-                    _num(summary.get("first_bid_s")),
-                    _num(summary.get("first_ask_s")),
-                    _num(summary.get("total_cost")),
+                    finite(summary.get("first_bid_s")),
+                    finite(summary.get("first_ask_s")),
+                    finite(summary.get("total_cost")),
                     tgt.get("account"),
                     _json(tgt["accounts"]) if tgt.get("accounts") else None,
                     tgt.get("server_version"),
@@ -807,7 +794,7 @@ class Store:
                     str(result.verdict),
                     result.reason,
                     _epoch(result.started_at),
-                    _num(result.duration_s),
+                    finite(result.duration_s),
                     _json(result.metrics),
                     _json(result.evidence),
                     _json([_message_dict(m) for m in result.errors]),
@@ -926,17 +913,17 @@ class Store:
                     con_id,
                     symbol,
                     sec_type,
-                    _num(multiplier),
+                    finite(multiplier),
                     action,
-                    _num(quantity),
+                    finite(quantity),
                     order_type,
-                    _num(lmt_price),
+                    finite(lmt_price),
                     order_ref,
                     leg,
                     status,
-                    _num(decision_bid),
-                    _num(decision_ask),
-                    _num(decision_mid),
+                    finite(decision_bid),
+                    finite(decision_ask),
+                    finite(decision_mid),
                     now,
                     now,
                 ),
@@ -1011,9 +998,9 @@ class Store:
                 (
                     exec_id,
                     run_id,
-                    _num(commission) or 0.0,
+                    finite(commission) or 0.0,
                     currency,
-                    _num(realized_pnl),
+                    finite(realized_pnl),
                     _epoch(t_wall),
                 ),
             )

@@ -12,15 +12,14 @@ with app.setup:
     from harness_lib import charts
     from harness_lib.config import HarnessConfig
     from harness_lib.live import (
-        CONTRACT_CHOICES,
         callout_kind,
+        connection_form,
         format_findings,
         get_feed,
         messages_html,
         notebook_args,
         quote_html,
     )
-    from harness_lib.sim import Scenario
 
 
 @app.cell
@@ -51,22 +50,8 @@ def _():
 
 @app.cell
 def _(args):
-    source = mo.ui.radio(
-        options=["simulator", "gateway"],
-        value="gateway" if args.gateway else "simulator",
-        label="connect to",
-        inline=True,
-    )
-    scenario = mo.ui.dropdown(
-        options=[s.value for s in Scenario], value=args.scenario, label="scenario"
-    )
-    host = mo.ui.text(value=args.host, label="host")
-    port = mo.ui.number(start=1, stop=65535, value=args.port or 4002, label="port")
-    client_id = mo.ui.number(start=0, stop=2**31 - 1, value=args.client_id, label="clientId")
-    contract = mo.ui.dropdown(
-        options=list(dict.fromkeys([args.contract.upper(), *CONTRACT_CHOICES])),
-        value=args.contract.upper(),
-        label="contract",
+    source, scenario, host, port, client_id, contract = connection_form(
+        args, client_id=args.client_id
     )
     reconnect = mo.ui.run_button(label="reconnect")
     return client_id, contract, host, port, reconnect, scenario, source

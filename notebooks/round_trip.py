@@ -11,9 +11,9 @@ with app.setup:
     from harness_lib import charts
     from harness_lib.config import ConfigError
     from harness_lib.live import (
-        CONTRACT_CHOICES,
         callout_kind,
         check_target,
+        connection_form,
         get_feed,
         notebook_args,
         round_trip_config,
@@ -27,7 +27,6 @@ with app.setup:
         run_findings,
     )
     from harness_lib.runner import run_harness
-    from harness_lib.sim import Scenario
 
     RUN_TIMEOUT = 180.0  # seconds a whole run may take (deadlines are enforced inside it)
 
@@ -62,22 +61,8 @@ def _():
 
 @app.cell
 def _(args):
-    source = mo.ui.radio(
-        options=["simulator", "gateway"],
-        value="gateway" if args.gateway else "simulator",
-        label="connect to",
-        inline=True,
-    )
-    scenario = mo.ui.dropdown(
-        options=[s.value for s in Scenario], value=args.scenario, label="scenario"
-    )
-    host = mo.ui.text(value=args.host, label="host")
-    port = mo.ui.number(start=1, stop=65535, value=args.port or 4002, label="port")
-    client_id = mo.ui.number(start=0, stop=2**31 - 1, value=args.client_id or 917, label="clientId")
-    contract = mo.ui.dropdown(
-        options=list(dict.fromkeys([args.contract.upper(), *CONTRACT_CHOICES])),
-        value=args.contract.upper(),
-        label="contract",
+    source, scenario, host, port, client_id, contract = connection_form(
+        args, client_id=args.client_id or 917
     )
     return client_id, contract, host, port, scenario, source
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import math
 import time
 import uuid
 from collections.abc import Callable
@@ -16,7 +15,7 @@ from ib_async import Contract, Ticker, Trade
 
 from harness_lib.config import HarnessConfig
 from harness_lib.connection import Connection
-from harness_lib.models import Checkpoint, Phase, PhaseResult, Target, Verdict, utcnow
+from harness_lib.models import Checkpoint, Phase, PhaseResult, Target, Verdict, finite, utcnow
 from harness_lib.recorder import Recorder
 from harness_lib.store import Store
 
@@ -146,13 +145,8 @@ class PhaseRun:
 
 def is_real(value: float | None, *, size: bool = False) -> bool:
     """True for a real quote value: finite, not IB's -1 'no quote', sizes above zero."""
-    if value is None:
-        return False
-    try:
-        x = float(value)
-    except (TypeError, ValueError):
-        return False
-    if not math.isfinite(x):
+    x = finite(value)
+    if x is None:
         return False
     return x > 0 if size else x != -1
 
