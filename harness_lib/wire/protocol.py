@@ -104,8 +104,15 @@ def contract_key(frame: Frame) -> tuple[str, ...]:
     return ("", *key[1:]) if key[:1] == ("0",) else key
 
 
+ORDER_SHAPE = slice(16, 19)
+"""placeOrder: action, totalQuantity, orderType."""
+
+
 def request_key(frame: Frame) -> tuple:
-    """What a replayed request must match: the message type and the contract."""
+    """What a replayed request must match: the message type and the contract (and for an
+    order its action, quantity and type: the entry and the exit are different requests)."""
+    if frame.msg_id == 3:
+        return (3, contract_key(frame), tuple(frame.fields[ORDER_SHAPE]))
     return (frame.msg_id, contract_key(frame))
 
 
