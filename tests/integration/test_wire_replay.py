@@ -50,7 +50,7 @@ async def test_replay_serves_the_recorded_session(tmp_path: Path) -> None:
     assert con_id2 == con_id
     assert prices2 == prices, "the recorded bids, in order, at twice the speed"
     assert accounts and accounts[0].startswith("DU") and accounts[0] != "DU1234567"
-    assert errors2 == []
+    assert {code for _, code in errors2} == {2104, 2106, 2158}, "the farm notices, no error"
     assert replay.report.unmatched == [] and replay.report.matched > 5
     assert replay.report.sessions_served == 1
 
