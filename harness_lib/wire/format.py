@@ -263,6 +263,25 @@ def encode_greeting(version_text: str = "v157..178") -> bytes:
     return b"API\0" + struct.pack(">I", len(text)) + text
 
 
+def frame_records(session_frames: list[Frame], session: int = 1, t_wall0: float = 0.0,
+                  close_by: str | None = None) -> list[Record]:  # fmt: skip
+    """Records holding these messages, one read each (for edited and hand-written
+    recordings): an OPEN, the frames, and a CLOSE when ``close_by`` is given."""
+    if not session_frames:
+        return []
+    t0 = session_frames[0].t_mono
+    out = [Record(Kind.OPEN, session, t0, t_wall0 + t0, _json_bytes({"via": "script"}))]
+    for f in session_frames:
+        data = encode_greeting(f.fields[1]) if f.greeting else encode_frame(f.fields)
+        kind = Kind.TO_SERVER if f.to_server else Kind.TO_CLIENT
+        out.append(Record(kind, session, f.t_mono, f.t_wall or t_wall0 + f.t_mono, data))
+    if close_by:
+        end = session_frames[-1].t_mono + 0.001
+        payload = _json_bytes({"by": close_by, "reason": ""})
+        out.append(Record(Kind.CLOSE, session, end, t_wall0 + end, payload))
+    return out
+
+
 Event = tuple[int, int, float, float, bytes]
 """(kind, session, t_mono, t_wall, payload): what the tap queues for the writer."""
 

@@ -57,6 +57,22 @@ CANCELS: dict[int, int] = {2: 1, 4: 3, 63: 62, 77: 76}
 """Cancel message id → the request it cancels (by the same id)."""
 
 
+EXPECTS: dict[int, frozenset[int]] = {
+    71: frozenset({15, 9, 4}),  # startApi: accounts, next id, farm notices (id -1)
+    17: frozenset({15}),
+    8: frozenset({9}),
+    49: frozenset({49}),
+    61: frozenset({61, 62}),
+    5: frozenset({5, 3, 53}),
+    16: frozenset({5, 3, 53}),
+    15: frozenset({5, 3, 53}),
+    99: frozenset({101, 102}),
+    6: frozenset({6, 7, 8, 54}),
+}
+"""Client message id → the server messages without a request id that answer it. They go
+to the latest such request even when a later request overtook the answer on the wire."""
+
+
 def request_name(msg_id: int) -> str:
     """Readable name of a client message."""
     return REQUEST_NAMES.get(msg_id, f"msg{msg_id}")
@@ -145,12 +161,15 @@ def exchanges(session_frames: list[Frame]) -> list[Exchange]:
     """Split one session into requests and their answers.
 
     A server message goes to the request whose id it carries (request ids and order ids
-    share one sequence); commission reports follow the execution before them; anything
-    else goes to the latest request before it (current time, positions, account
-    values, connectivity notices) or, before the first request, to the connect group.
+    share one sequence); commission reports follow the execution before them; a message
+    without an id goes to the latest request that expects it (``EXPECTS``: positions,
+    open orders, account values, farm notices...), so an answer overtaken on the wire by
+    the client's next request still lands right; anything else (a connectivity notice)
+    goes to the latest request before it.
     """
     out = [Exchange(0, None)]
     by_id: dict[int, Exchange] = {}
+    by_answer: dict[int, Exchange] = {}
     exec_owner: Exchange | None = None
     for f in session_frames:
         if f.to_server:
@@ -159,13 +178,15 @@ def exchanges(session_frames: list[Frame]) -> list[Exchange]:
             rid = request_id(f)
             if rid is not None and f.msg_id not in CANCELS:
                 by_id[rid] = ex
+            for mid in EXPECTS.get(f.msg_id, ()):
+                by_answer[mid] = ex
             continue
         rid = answer_id(f)
         owner = by_id.get(rid) if rid is not None else None
         if owner is None and f.msg_id == 59 and exec_owner is not None:
             owner = exec_owner
         if owner is None:
-            owner = out[-1]
+            owner = by_answer.get(f.msg_id, out[-1])
         if f.msg_id == 11:
             exec_owner = owner
         owner.answers.append(f)
