@@ -415,8 +415,15 @@ def sim(
     list_scenarios: Annotated[
         bool, typer.Option("--list", help="List the scenarios and exit.")
     ] = False,
+    replay: Annotated[
+        Path | None, typer.Option("--replay", help="Serve this wire recording instead.")
+    ] = None,
 ) -> None:
     """Run the paper-gateway simulator until interrupted. Point any TWS API client at it."""
+    if replay is not None:
+        from harness_lib.wire import commands
+
+        _wire(commands.replay, replay, host=host, port=port, speed=1.0, json_path=None)
     if list_scenarios:
         for name, text in describe():
             out.print(f"[bold]{name:<20}[/] {text}", highlight=False)
@@ -458,6 +465,75 @@ def sim(
         out.print("simulator stopped", highlight=False)
 
     asyncio.run(serve())
+
+
+def _wire(fn: Any, *args: Any, **kw: Any) -> None:
+    """Run a wire command (harness_lib/wire/commands.py), mapping BadInput to exit 4."""
+    from harness_lib.wire.commands import BadInput
+
+    try:
+        code = fn(*args, say=lambda line: out.print(line, highlight=False, soft_wrap=True), **kw)
+    except BadInput as exc:
+        raise bad_input(str(exc)) from None
+    raise typer.Exit(code)
+
+
+@app.command("replay")
+def replay_cmd(
+    recording: Annotated[
+        Path, typer.Argument(help="A wire recording (data/wire/<run>.lfwire.gz).")
+    ],
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port; 0 picks a free one.")] = 0,
+    speed: Annotated[float, typer.Option(help="1 = recorded timing; 10 = ten times faster.")] = 1.0,
+    json_path: Annotated[
+        Path | None, typer.Option("--json", help="Write the replay report.")
+    ] = None,
+) -> None:
+    """Serve a recorded session to any TWS client until interrupted."""
+    from harness_lib.wire import commands
+
+    _wire(commands.replay, recording, host=host, port=port, speed=speed, json_path=json_path)
+
+
+@app.command("drift")
+def drift_cmd(
+    recording: Annotated[Path, typer.Argument(help="A wire recording to compare.")],
+    scenario: Annotated[
+        str | None, typer.Option(help="Simulator scenario (default: the recording's).")
+    ] = None,
+    speed: Annotated[float, typer.Option(help="Play the client side this much faster.")] = 1.0,
+    json_path: Annotated[
+        Path | None, typer.Option("--json", help="Write the drift report.")
+    ] = None,
+) -> None:
+    """Compare a recording with the simulator, structurally; exit 1 on drift."""
+    from harness_lib.wire import commands
+
+    _wire(commands.drift_command, recording, scenario=scenario, speed=speed, json_path=json_path)
+
+
+@app.command("record")
+def record_cmd(
+    upstream: Annotated[str, typer.Option(help="The gateway, HOST:PORT.")],
+    listen: Annotated[int, typer.Option(help="Port clients connect to; 0 picks one.")] = 0,
+    output: Annotated[
+        Path | None, typer.Option("-o", "--out", help="Recording file (default data/wire/).")
+    ] = None,
+    no_mask: Annotated[
+        bool, typer.Option("--no-mask", help="Keep real account ids in the recording.")
+    ] = False,
+) -> None:
+    """Transparent recording proxy: point any TWS client at it instead of the gateway."""
+    from datetime import UTC, datetime
+
+    from harness_lib.wire import commands
+
+    data = commands.wire_dir(_store_path(None))
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    out_path = output or data / f"record-{stamp}.lfwire.gz"
+    _wire(commands.record, listen=listen, upstream=upstream, out=out_path, mask=not no_mask,
+          data_dir=data)  # fmt: skip
 
 
 @app.callback()
