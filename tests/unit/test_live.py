@@ -231,6 +231,12 @@ def test_outcome_of_a_run_is_the_run_verdict() -> None:
 # ------------------------------------------------------------------------- views
 
 AT = datetime(2026, 12, 1, 9, 30, 1, 234000, tzinfo=UTC)
+LOG_NOTICE = {"t_wall": AT, "source": "x", "kind": "notice", "code": 2104, "req_id": -1,
+              "message": "farm OK"}  # fmt: skip
+LOG_ERROR = {"t_wall": AT, "source": "x", "kind": "error", "code": 354, "req_id": 1,
+             "message": "not <subscribed> & more"}  # fmt: skip
+LOG_FEED = {"t_wall": AT, "source": "feed", "kind": "feed", "code": None, "req_id": None,
+            "message": "connecting"}  # fmt: skip
 
 
 def streaming_snapshot() -> Snapshot:
@@ -247,16 +253,7 @@ def streaming_snapshot() -> Snapshot:
         first_seconds={f: (0.0425 if f in ("bid", "ask") else None) for f in FIELDS},
         first_at={f: (AT if f == "bid" else None) for f in FIELDS},
         tick_count=42,
-        messages=messages_frame(
-            [
-                {"t_wall": AT, "source": "x", "kind": "notice", "code": 2104,
-                 "req_id": -1, "message": "farm OK"},
-                {"t_wall": AT, "source": "x", "kind": "error", "code": 354,
-                 "req_id": 1, "message": "not <subscribed> & more"},
-                {"t_wall": AT, "source": "feed", "kind": "feed", "code": None,
-                 "req_id": None, "message": "connecting"},
-            ]
-        ),  # fmt: skip
+        messages=messages_frame([LOG_NOTICE, LOG_ERROR, LOG_FEED]),
         health=HealthPanel(
             target="SIMULATOR at 127.0.0.1:7000",
             server_version=178,
