@@ -73,7 +73,7 @@ def _(args, form, reconnect):
     _simulated = _f["source"] == "simulator"
     if _simulated:
         feed.start_sim(_f["scenario"])
-    feed.connect(
+    _ready = feed.connect(
         None if _simulated else _f["host"],
         None if _simulated else int(_f["port"]),
         int(_f["client_id"]),

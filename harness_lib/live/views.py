@@ -30,7 +30,10 @@ __all__ = [
     "quote_table",
 ]
 
-_LEFT_ALIGNED = [{"selector": "th, td", "props": "text-align: left; padding: 2px 14px 2px 0;"}]
+_LEFT_ALIGNED = [
+    {"selector": "th, td", "props": "text-align: left; padding: 2px 14px 2px 0;"},
+    {"selector": "caption", "props": "text-align: left;"},
+]
 _NONE = "—"
 
 

@@ -148,6 +148,8 @@ def test_live_ticks_fills_in_bid_and_ask() -> None:
     row = re.search(r"<td[^>]*>bid</td>\s*<td[^>]*>([^<]+)</td>", page)
     assert row is not None and float(row.group(1)) > 0
     assert "Farm notices" in page and "2104" in page
+    # No cell shows a stray return value (such as connect()'s future).
+    assert not [o for o in outputs if o is not None and not hasattr(o, "text")]
 
 
 def test_live_ticks_says_when_nothing_ticks() -> None:
@@ -172,7 +174,8 @@ def test_live_ticks_script_exits_with_the_verdict_code(scripts: dict[str, Any]) 
 def test_round_trip_places_confirms_and_reads_back_the_run(isolated: Path) -> None:
     store = isolated / "h.sqlite"
     args = notebook_args("round_trip", ["--sim", "--yes", "--store", str(store)])
-    _, defs = run_app("round_trip", args)
+    outputs, defs = run_app("round_trip", args)
+    assert not [o for o in outputs if o is not None and not hasattr(o, "text")]
     report = defs["report"]
     assert report is not None and report.verdict == Verdict.PASS, report and report.reason
     assert defs["exit_code"] == 0
