@@ -264,7 +264,7 @@ class CleanupReport:
             return [head + "nothing to clean up, no order was placed through livefire.place"]
         closed = ", ".join(f"{s} {q:+g}" for s, q in self.flattened.items()) or "nothing"
         out = [
-            head + f"{self.placed} order(s) placed; cancelled {self.cancelled} working "
+            head + f"{self.placed} order(s) placed by tests; cancelled {self.cancelled} working "
             f"order(s); flattened {closed}; other orders and positions untouched"
         ]
         out += [f"livefire cleanup: {n}" for n in self.notes]
