@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import math
+import re
+import subprocess
+import sys
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,6 +30,8 @@ from tests.faults.conftest import (
 )
 
 pytest_plugins = ["pytester"]
+
+ROOT = Path(__file__).resolve().parents[2]
 
 INI = """
 [pytest]
@@ -78,6 +83,14 @@ async def test_needs_a_scenario(livefire):
 
 async def test_uses_the_simulator_fixture(paper_gateway):
     assert paper_gateway.port > 0
+
+
+@pytest.mark.sim(scenario="live_account")
+async def test_no_order_on_a_live_account(livefire):
+    ib = await livefire.connect()
+    with pytest.raises(GuardRefusal, match="non-paper account"):
+        await livefire.place(ib, Stock("AAPL", "SMART", "USD"), "BUY", 1)
+    assert livefire.sim.truth.orders == []
 
 
 @pytest.mark.livefire_gateway
@@ -148,7 +161,7 @@ def _summary(stdout: str) -> list[str]:
 def test_without_a_gateway_every_test_gets_a_simulator(user_suite: pytest.Pytester) -> None:
     junit = user_suite.path / "junit.xml"
     result = user_suite.runpytest_subprocess("-rs", f"--junitxml={junit}")
-    result.assert_outcomes(passed=4, skipped=1)
+    result.assert_outcomes(passed=5, skipped=1)
     out = result.stdout.str()
     assert "SKIPPED [1] test_user.py:" in out
     assert "needs a real paper gateway: run with --livefire-gateway HOST:PORT" in out
@@ -158,12 +171,12 @@ def test_without_a_gateway_every_test_gets_a_simulator(user_suite: pytest.Pytest
         assert line.startswith("PASSED") and "-> SIMULATOR 127.0.0.1:" in line, line
         assert "account DU****567" in line, line
     assert any("::test_needs_a_scenario -> SIMULATOR" in s and "never_ticks" in s for s in summary)
-    assert "livefire: 4 test(s) against SIMULATOR, 0 against GATEWAY" in summary
+    assert "livefire: 5 test(s) against SIMULATOR, 0 against GATEWAY" in summary
     assert not any("GATEWAY 127" in s for s in summary)
     props, cases = _junit(junit)
     assert props["livefire_target"] == "SIMULATOR (one in-process simulator per test)"
     assert cases.pop("test_only_against_a_gateway") is None  # skipped: ran against nothing
-    assert len(cases) == 4 and all(
+    assert len(cases) == 5 and all(
         (v or "").startswith("SIMULATOR 127.0.0.1:") for v in cases.values()
     )
 
@@ -176,13 +189,14 @@ def test_gateway_mode_on_a_simulator_port_is_labelled_simulator(
     result = user_suite.runpytest_subprocess(
         "-rs", f"--junitxml={junit}", "--livefire-gateway", f"127.0.0.1:{port}"
     )
-    result.assert_outcomes(passed=3, skipped=2)
+    result.assert_outcomes(passed=3, skipped=3)
     out = result.stdout.str()
     label = f"SIMULATOR 127.0.0.1:{port} (account DU****567)"
     assert f"livefire: {label}; orders tagged harness:pytest-" in out  # the header
     assert "needs the simulator scenario 'never_ticks': runs only against the in-process " \
         f"simulator, not against {label}" in out  # fmt: skip
     assert "uses the paper_gateway fixture: runs only against the in-process simulator" in out
+    assert "needs the simulator scenario 'live_account'" in out
     summary = _summary(out)
     for name in ("round_trip_one_share", "two_shares_are_refused", "only_against_a_gateway"):
         assert f"PASSED  test_user.py::test_{name} -> {label}" in summary
@@ -302,3 +316,52 @@ async def test_session_end_cleanup_after_a_crash_mid_trade(
     # ... and the foreign strategy's position and resting order are exactly as it left them.
     assert foreign_touches(gw) == []
     assert all(c[1] != FOREIGN_CLIENT for c in gw.truth.cancels)
+
+
+VANISHING_GATEWAY_TEST = """
+import asyncio
+import os
+import signal
+
+from ib_async import Stock
+
+
+async def test_buys_then_the_gateway_dies(livefire):
+    ib = await livefire.connect()
+    buy = await livefire.place(ib, Stock("AAPL", "SMART", "USD"), "BUY", 1)
+    for _ in range(500):
+        if buy.isDone():
+            break
+        await asyncio.sleep(0.01)
+    assert buy.orderStatus.status == "Filled"
+    os.kill(int(os.environ["SIM_PID"]), signal.SIGKILL)
+"""
+
+
+def test_a_cleanup_that_cannot_finish_fails_the_session(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`harness sim` as the gateway; the test passes but the gateway is gone before the
+    session-end cleanup: the session must fail and say how to clean up, not pass."""
+    sim = subprocess.Popen(
+        [sys.executable, "-m", "harness_lib.cli", "sim", "--port", "0"],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=ROOT,
+    )  # fmt: skip
+    try:
+        assert sim.stdout is not None
+        port = next(int(m[1]) for line in sim.stdout if (m := re.match(r"PORT=(\d+)", line)))
+        pytester.makeini(INI)
+        pytester.makepyfile(test_vanish=VANISHING_GATEWAY_TEST)
+        monkeypatch.setenv("SIM_PID", str(sim.pid))
+        result = pytester.runpytest_subprocess("--livefire-gateway", f"127.0.0.1:{port}")
+    finally:
+        sim.kill()
+        sim.wait(10)
+    result.assert_outcomes(passed=1)
+    assert result.ret == 1
+    summary = _summary(result.stdout.str())
+    label = f"SIMULATOR 127.0.0.1:{port} (account DU****567)"
+    assert f"PASSED  test_vanish.py::test_buys_then_the_gateway_dies -> {label}" in summary
+    problems = [s for s in summary if s.startswith("livefire cleanup NOT CLEAN:")]
+    assert problems, summary
+    assert any(f"run `harness cleanup --host 127.0.0.1 --port {port}`" in p for p in problems)
