@@ -26,7 +26,7 @@ simulator on its own thread for synchronous tests and subprocesses.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Generator, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -70,7 +70,7 @@ class _State:
     @property
     def order_ref(self) -> str:
         """``harness:pytest-<session id>``: what the session's orders carry and all that
-        its cleanup touches. Made on first use (the id helper imports ib_async)."""
+        its cleanup touches. Made on first use, like the run ids of ``harness run``."""
         if self._order_ref is None:
             from harness_lib.phases.base import new_run_id
 
@@ -146,9 +146,9 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     return lines
 
 
-def _sim_marker_kwargs(node: pytest.Item | pytest.FixtureRequest) -> dict[str, Any]:
-    getter = node.node.get_closest_marker if isinstance(node, pytest.FixtureRequest) else None
-    marker = (getter or node.get_closest_marker)("sim")  # type: ignore[union-attr]
+def _sim_marker_kwargs(node: pytest.Item | pytest.Collector) -> dict[str, Any]:
+    """The simulator's keyword arguments from the closest ``@pytest.mark.sim``."""
+    marker = node.get_closest_marker("sim")
     kwargs: dict[str, Any] = dict(marker.kwargs) if marker else {}
     if marker and marker.args:
         kwargs.setdefault("scenario", marker.args[0])
@@ -194,7 +194,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(
     item: pytest.Item, call: pytest.CallInfo[None]
-) -> Iterator[None] | Any:
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
     """Record each labelled test's outcome: a failure in any phase wins over a pass."""
     report = yield
     state = _state(item.config)
@@ -279,7 +279,7 @@ def _sim_label(gw: PaperGateway) -> str:
 @pytest.fixture
 def threaded_gateway(request: pytest.FixtureRequest) -> Iterator[ThreadedGateway]:
     """A simulator on its own thread and loop, stopped after the test."""
-    gw = ThreadedGateway(**_sim_marker_kwargs(request)).start()
+    gw = ThreadedGateway(**_sim_marker_kwargs(request.node)).start()
     try:
         assert gw.gw is not None
         _label(request, _sim_label(gw.gw))
@@ -298,7 +298,7 @@ if pytest_asyncio is not None:
     @pytest_asyncio.fixture
     async def paper_gateway(request: pytest.FixtureRequest) -> AsyncIterator[PaperGateway]:
         """A simulator on the test's own event loop, stopped after the test."""
-        async with PaperGateway(**_sim_marker_kwargs(request)) as gw:
+        async with PaperGateway(**_sim_marker_kwargs(request.node)) as gw:
             _label(request, _sim_label(gw))
             yield gw
 
@@ -327,8 +327,9 @@ if pytest_asyncio is not None:
             finally:
                 lf.close()
             return
-        async with PaperGateway(**_sim_marker_kwargs(request)) as gw:
-            account = opts.account or (gw.accounts[0] if gw.accounts else None)
+        async with PaperGateway(**_sim_marker_kwargs(request.node)) as gw:
+            # --livefire-account names a gateway's account; the simulator has its own.
+            account = gw.accounts[0] if gw.accounts else None
             lf = Livefire(host=gw.host, port=gw.port, simulated=True, account=account,
                           scenario=str(gw.scenario), sim=gw, ledger=Ledger(state.order_ref),
                           **common)  # fmt: skip

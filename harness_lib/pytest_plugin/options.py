@@ -1,7 +1,5 @@
-"""The plugin's command-line options, validated once, and the target labels.
-
-Pure code (no sockets, no ib_async import), so loading the plugin costs every pytest run
-in the environment almost nothing.
+"""The plugin's command-line options, validated once with the harness's own field rules,
+and the target labels. Pure code: no sockets.
 """
 
 from __future__ import annotations
