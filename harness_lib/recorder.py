@@ -1,9 +1,12 @@
 """The single sink for observations: every tick, IB message, order, fill and checkpoint.
 
-Each observation is stamped with a monotonic and a wall-clock receive time, kept in
-bounded in-memory buffers for live views, and written to the store as it arrives
-(ticks in small batches, everything else at once), so a crash loses at most the
-last tick batch.
+Ticks are not handled on the event loop at all when the run has a store: the wire tap
+(``harness_lib/wire``) records every byte of the connection with its receive stamps to
+``data/wire/<run_id>.lfwire.gz``, and a background worker derives the store's ticks rows
+from those bytes with ib_async's own decoder. Live views that want ticks in real time
+set ``live_ring`` and get them in a bounded ring buffer. Everything else (IB messages,
+orders, fills, checkpoints) is stamped with a monotonic and a wall-clock receive time
+and written to the store as it arrives.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import Any, NamedTuple
 
 from ib_async import IB, CommissionReport, Fill, Ticker, Trade
@@ -66,6 +70,14 @@ class Recorder:
     store: Store | None = None
     ring_size: int = 20_000
     order_ref: str = ""
+    live_ring: bool = False
+    """Keep ticks in the ring buffer as they arrive (live views); costs the loop per tick."""
+    wire_path: Path | None = None
+    """Where to record the connection; by default ``wire/<run_id>.lfwire.gz`` beside the
+    store. Without a store and without a path nothing is recorded (ticks go to the ring)."""
+    wire_meta: dict[str, Any] = field(default_factory=dict)
+    wire: Any = None
+    """The run's RunRecording once attached."""
     ticks: deque[tuple] = field(init=False)
     """Recent store rows (run_id, con_id, ..., seq); ``snapshot`` turns them into TickRows."""
     checkpoints: list[tuple[str, Checkpoint]] = field(default_factory=list)
@@ -93,7 +105,10 @@ class Recorder:
         ib = conn.ib
         self._ib = ib
         conn.listeners.append(self.ib_message)
-        ib.pendingTickersEvent += self._on_pending_tickers
+        if self.wire is None:
+            self._start_wire(ib)
+        if self.live_ring or self.wire is None:
+            ib.pendingTickersEvent += self._on_pending_tickers
         ib.execDetailsEvent += self._on_exec
         ib.commissionReportEvent += self._on_commission
         ib.orderStatusEvent += self._on_status
@@ -101,8 +116,28 @@ class Recorder:
             with contextlib.suppress(RuntimeError):
                 self._flusher = asyncio.get_running_loop().create_task(self._flush_loop())
 
+    def _start_wire(self, ib: IB) -> None:
+        from harness_lib.wire.commands import recording_path
+        from harness_lib.wire.run import RunRecording
+
+        path = self.wire_path
+        if path is None and self.store is not None and not getattr(self.store, "readonly", 0):
+            path = recording_path(Path(self.store.path), self.run_id)
+        if path is None:
+            return
+        meta = {"tool": "harness run", **self.wire_meta}
+        self.wire = RunRecording(path, self.run_id, store=self.store, meta=meta).start(ib)
+
+    @property
+    def recorded_ticks(self) -> int:
+        """Ticks recorded so far: derived from the wire (they lag a little during a fast
+        stream) or, without a recording, counted as they arrived."""
+        return self.wire.tick_count if self.wire is not None else self.tick_count
+
     def detach(self, conn: Connection) -> None:
         """Stop listening (before the connection object is thrown away)."""
+        if self.wire is not None:
+            self.wire.detach()
         ib = conn.ib
         with contextlib.suppress(ValueError):
             conn.listeners.remove(self.ib_message)
@@ -138,6 +173,7 @@ class Recorder:
         run_id = self.run_id
         buf_append = self._buf.append
         ring_append = self.ticks.append
+        to_store = self.wire is None  # with a recording, the store's ticks are derived
         fields = TICK_FIELDS
         n = self.tick_count
         last_time = None
@@ -155,7 +191,8 @@ class Recorder:
             price = None if fld in SIZE_FIELDS else finite(td.price)
             row = (run_id, con_id, symbol, fld, tick_type, price, finite(td.size), t_mono,
                    t_wall, mdt, n)  # fmt: skip
-            buf_append(row)
+            if to_store:
+                buf_append(row)
             ring_append(row)
         self.tick_count = n
         if len(self._buf) >= FLUSH_ROWS:
@@ -335,3 +372,6 @@ class Recorder:
                 await self._flusher
             self._flusher = None
         self.flush()
+        if self.wire is not None:
+            # Finishing the file and deriving the last ticks is blocking work: off the loop.
+            await asyncio.to_thread(self.wire.close)

@@ -94,7 +94,11 @@ class RunContext:
             simulated=simulated,
             scenario=cfg.scenario if simulated else None,
         )
-        return cls(cfg=cfg, run_id=rid, conn=conn, rec=Recorder(rid, store), target=target)
+        meta = {"target": f"{h}:{p}", "simulated": simulated, "contract": cfg.contract}
+        if simulated:
+            meta["scenario"] = str(cfg.scenario)
+        rec = Recorder(rid, store, wire_meta=meta)
+        return cls(cfg=cfg, run_id=rid, conn=conn, rec=rec, target=target)
 
 
 class PhaseRun:

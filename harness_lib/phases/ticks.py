@@ -172,7 +172,7 @@ async def ticks(ctx: RunContext) -> PhaseResult:
     metrics.update(
         {
             "updates": len(arrivals),
-            "ticks_recorded": ctx.rec.tick_count,
+            "ticks_recorded": ctx.rec.recorded_ticks,
             "interarrival_p50_s": _r(statistics.median(gaps)) if gaps else None,
             "interarrival_max_s": _r(max(gaps)) if gaps else None,
         }

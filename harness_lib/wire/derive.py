@@ -1,23 +1,27 @@
-"""Ticks rows for the store, derived from a recording by ib_async's own decoder.
+"""Ticks rows for the store, derived from recorded bytes by ib_async's own decoder.
 
 The recording holds what arrived and when; this turns it into exactly what the live
 Recorder used to write: one row per ``TickData`` that ib_async would have produced,
 because it *is* ib_async producing them (``Decoder.interpret`` → ``Wrapper``), fed the
 recorded messages read by read, with ``lastTime`` set to each read's recorded stamp
 instead of "now". ib_async's own rules (a size tick equal to the current size is not a
-tick, a price without size still is, ...) therefore hold unchanged. It runs after the
-run (or on any recording), never on the event loop of a live connection.
+tick, a price without size still is, ...) therefore hold unchanged.
+
+``TickDeriver`` is incremental: it takes recorded events (or records) as they come, so
+a background worker can keep the store current during a run; ``derive_ticks`` runs it
+over a whole recording. Neither ever runs on a live connection's event loop.
 """
 
 from __future__ import annotations
 
 import logging
+import struct
+from collections.abc import Iterable
 from datetime import UTC, datetime
-from typing import Any
 
 from ib_async import IB, Contract
 
-from harness_lib.wire.format import Frame, Recording
+from harness_lib.wire.format import Kind, Recording
 
 log = logging.getLogger("harness_lib.wire.derive")
 
@@ -25,9 +29,11 @@ TICK_MESSAGES = frozenset({1, 2, 45, 46, 58, 81})
 """Only these are decoded: they are all that makes TickData (and market data type).
 Order and account messages are left alone, so nothing is logged twice."""
 
+_LEN = struct.Struct(">I")
 
-def _contract(fields: list[str], at: int) -> Contract:
-    f = fields[at : at + 12]
+
+def _contract(f: list[str], at: int) -> Contract:
+    f = f[at : at + 12]
     f += [""] * (12 - len(f))
     return Contract(
         conId=int(f[0] or 0), symbol=f[1], secType=f[2], lastTradeDateOrContractMonth=f[3],
@@ -36,39 +42,113 @@ def _contract(fields: list[str], at: int) -> Contract:
     )  # fmt: skip
 
 
-def derive_ticks(recording: Recording, run_id: str) -> list[tuple]:
-    """Store rows ``(run_id, con_id, symbol, field, tick_type, price, size, t_mono, t_wall,
-    market_data_type, seq)`` for every tick the recording's sessions received."""
-    from harness_lib.models import finite
-    from harness_lib.recorder import SIZE_FIELDS, TICK_FIELDS
+class _Session:
+    """One TCP session's decoding state: an unconnected ib_async IB and byte buffers."""
 
-    rows: list[tuple] = []
-    seq = 0
-    for session in recording.sessions():
-        seq = _session_ticks(recording.frames(session), run_id, rows, seq, TICK_FIELDS,
-                             SIZE_FIELDS, finite)  # fmt: skip
-    return rows
+    def __init__(self) -> None:
+        ib = IB()  # never connected: only its wrapper and decoder are used
+        self.wrapper = ib.wrapper
+        self.decoder = ib.client.decoder
+        # A message ib_async rejected was already logged live, by ib_async itself.
+        self.decoder.logger = log
+        self.to_server = bytearray()
+        self.to_client = bytearray()
+        self.greeted = False
 
 
-def _session_ticks(
-    frames: list[Frame],
-    run_id: str,
-    rows: list[tuple],
-    seq: int,
-    fields: dict[int, str],
-    size_fields: frozenset[str],
-    finite: Any,
-) -> int:
-    ib = IB()  # never connected: only its wrapper and decoder are used
-    wrapper = ib.wrapper
-    decoder = ib.client.decoder
-    decoder.logger = log  # a message ib_async rejected was already logged live, by ib_async
-    current_read = None
-    append = rows.append
+class TickDeriver:
+    """Turns recorded traffic into store tick rows, read by read."""
 
-    def flush() -> None:
-        nonlocal seq
-        for ticker in wrapper.pendingTickers:
+    def __init__(self, run_id: str) -> None:
+        from harness_lib.models import finite
+        from harness_lib.recorder import SIZE_FIELDS, TICK_FIELDS
+
+        self.run_id = run_id
+        self.seq = 0
+        self._fields = TICK_FIELDS
+        self._sizes = SIZE_FIELDS
+        self._finite = finite
+        self._sessions: dict[int, _Session] = {}
+
+    def feed(self, kind: int, session: int, t_mono: float, t_wall: float, data: bytes,
+             out: list[tuple]) -> None:  # fmt: skip
+        """Take one recorded event; append the rows it completes to ``out``."""
+        if kind == Kind.OPEN:
+            self._sessions[session] = _Session()
+            return
+        s = self._sessions.get(session)
+        if s is None:
+            if kind not in (Kind.TO_SERVER, Kind.TO_CLIENT):
+                return
+            s = self._sessions[session] = _Session()
+        if kind == Kind.TO_SERVER:
+            self._client_bytes(s, data)
+        elif kind == Kind.TO_CLIENT:
+            self._server_read(s, t_mono, t_wall, data, out)
+        elif kind == Kind.CLOSE:
+            del self._sessions[session]
+
+    def _client_bytes(self, s: _Session, data: bytes) -> None:
+        buf = s.to_server
+        buf += data
+        if not s.greeted:
+            if len(buf) < 8:
+                return
+            if bytes(buf[:4]) == b"API\0":
+                (n,) = _LEN.unpack_from(buf, 4)
+                if len(buf) < 8 + n:
+                    return
+                del buf[: 8 + n]
+            s.greeted = True
+        w = s.wrapper
+        while len(buf) >= 4:
+            (n,) = _LEN.unpack_from(buf, 0)
+            if len(buf) < 4 + n:
+                return
+            f = bytes(buf[4 : 4 + n]).decode("utf-8", "backslashreplace").split("\0")
+            del buf[: 4 + n]
+            # reqMktData starts a ticker as IB.reqMktData does; cancel ends it the same way.
+            if f[0] == "1" and len(f) > 14:
+                w.startTicker(int(f[2]), _contract(f, 3), "mktData")
+            elif f[0] == "2" and len(f) > 2:
+                ticker = w.reqId2Ticker.get(int(f[2]))
+                if ticker is not None:
+                    w.endTicker(ticker, "mktData")
+
+    def _server_read(self, s: _Session, t_mono: float, t_wall: float, data: bytes,
+                     out: list[tuple]) -> None:  # fmt: skip
+        buf = s.to_client
+        buf += data
+        w, decoder = s.wrapper, s.decoder
+        # One socket read = one batch, stamped when it arrived (as tcpDataArrived does).
+        w.tcpDataArrived()
+        w.lastTime = datetime.fromtimestamp(t_wall, UTC)
+        w.time = t_wall
+        tick_msgs = TICK_MESSAGES
+        while len(buf) >= 4:
+            (n,) = _LEN.unpack_from(buf, 0)
+            if len(buf) < 4 + n:
+                break
+            f = bytes(buf[4 : 4 + n]).decode("utf-8", "backslashreplace").split("\0")
+            del buf[: 4 + n]
+            f.pop()
+            if decoder.serverVersion == 0 and len(f) == 2:
+                decoder.serverVersion = int(f[0])  # the handshake reply
+                continue
+            try:
+                mid = int(f[0])
+            except ValueError:
+                continue
+            if mid in tick_msgs:
+                decoder.interpret(f)
+        if w.pendingTickers:
+            self._rows(w, t_mono, out)
+
+    def _rows(self, w: object, t_mono: float, out: list[tuple]) -> None:
+        fields, sizes, finite, run_id = self._fields, self._sizes, self._finite, self.run_id
+        append = out.append
+        seq = self.seq
+        for ticker in w.pendingTickers:  # type: ignore[attr-defined]
             c = ticker.contract
             con_id = c.conId if c else 0
             symbol = (c.localSymbol or c.symbol) if c else ""
@@ -78,34 +158,20 @@ def _session_ticks(
                 if fld is None:
                     continue
                 seq += 1
-                price = None if fld in size_fields else finite(td.price)
+                price = None if fld in sizes else finite(td.price)
                 append((run_id, con_id, symbol, fld, td.tickType, price, finite(td.size),
                         t_mono, td.time.timestamp(), mdt, seq))  # fmt: skip
+        self.seq = seq
 
-    t_mono = 0.0
-    for f in frames:
-        if f.to_server:
-            if f.greeting:
-                continue
-            mid = f.msg_id
-            if mid == 1 and len(f.fields) > 14:
-                wrapper.startTicker(int(f.fields[2]), _contract(f.fields, 3), "mktData")
-            elif mid == 2 and len(f.fields) > 2:
-                ticker = wrapper.reqId2Ticker.get(int(f.fields[2]))
-                if ticker is not None:
-                    wrapper.endTicker(ticker, "mktData")
-            continue
-        if f.read != current_read:
-            flush()
-            # One socket read = one batch, stamped when it arrived (as tcpDataArrived does).
-            wrapper.tcpDataArrived()
-            wrapper.lastTime = datetime.fromtimestamp(f.t_wall, UTC)
-            wrapper.time = f.t_wall
-            current_read, t_mono = f.read, f.t_mono
-        if len(f.fields) == 2 and decoder.serverVersion == 0:
-            decoder.serverVersion = int(f.fields[0])  # the handshake reply
-            continue
-        if f.msg_id in TICK_MESSAGES:
-            decoder.interpret(f.fields)
-    flush()
-    return seq
+    def feed_records(self, records: Iterable, out: list[tuple]) -> None:
+        """Feed whole records (from a file) in order."""
+        for r in records:
+            self.feed(r.kind, r.session, r.t_mono, r.t_wall, r.payload, out)
+
+
+def derive_ticks(recording: Recording, run_id: str) -> list[tuple]:
+    """Store rows ``(run_id, con_id, symbol, field, tick_type, price, size, t_mono, t_wall,
+    market_data_type, seq)`` for every tick the recording's sessions received."""
+    rows: list[tuple] = []
+    TickDeriver(run_id).feed_records(recording.records, rows)
+    return rows

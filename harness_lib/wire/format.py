@@ -300,6 +300,8 @@ class RecordingWriter:
     transform: Callable[[int, int, bytes], list[tuple[int, int, float, float, bytes]]] | None = None
     flush_seconds: float = FLUSH_SECONDS
     queue: deque[Event] = field(default_factory=deque)
+    derive_queue: deque[Event] | None = None
+    """When set, every event also goes here after it is written (for the tick deriver)."""
     bytes_in: int = 0
     records_out: int = 0
     _sessions: int = 0
@@ -347,10 +349,14 @@ class RecordingWriter:
         out: list[bytes] = []
         hdr = HEADER.pack
         transform = self.transform
+        dq = self.derive_queue
         n_in = 0
         try:
             while q:
-                kind, session, t_mono, t_wall, payload = q.popleft()
+                event = q.popleft()
+                if dq is not None:
+                    dq.append(event)
+                kind, session, t_mono, t_wall, payload = event
                 n_in += len(payload)
                 if transform is None:
                     out.append(hdr(kind, session, t_mono, t_wall, len(payload)))
