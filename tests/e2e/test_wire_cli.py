@@ -102,3 +102,16 @@ async def test_record_then_replay_as_processes(tmp_path: Path) -> None:
     assert replay.returncode == 0, stdout
     report = json.loads((tmp_path / "r.json").read_text())
     assert report["requests_unmatched"] == [] and report["sessions_served"] == 1
+
+
+def test_every_run_leaves_a_recording_with_no_drift(tmp_path: Path) -> None:
+    store = tmp_path / "h.sqlite"
+    r = harness("run", "--sim", "--store", str(store), "--json", str(tmp_path / "r.json"))
+    assert r.returncode == 0, r.stdout + r.stderr
+    run_id = json.loads((tmp_path / "r.json").read_text())["run_id"]
+    path = tmp_path / "wire" / f"{run_id}.lfwire.gz"
+    rec = read_recording(path)
+    assert rec.meta["run_id"] == run_id and rec.meta["masked"] is True
+    assert b"DU1234567" not in b"".join(x.payload for x in rec.records)
+    d = harness("drift", str(path), "--json", str(tmp_path / "d.json"))
+    assert d.returncode == 0 and "DRIFT=0" in d.stdout, d.stdout + d.stderr
