@@ -23,6 +23,7 @@ from ib_async import IB, CommissionReport, Fill, Ticker, Trade
 
 from harness_lib.connection import Connection, kind_of
 from harness_lib.models import Checkpoint, IBMessage, PhaseResult, finite, utcnow
+from harness_lib.positions import net_position
 from harness_lib.store import Store
 
 log = logging.getLogger("harness_lib.recorder")
@@ -308,14 +309,11 @@ class Recorder:
 
     def net_position(self, con_id: int | None = None) -> dict[int, float]:
         """Net quantity per conId created by this run's own executions."""
-        net: dict[int, float] = {}
-        for fill in self.executions.values():
-            cid = fill.contract.conId
-            if con_id is not None and cid != con_id:
-                continue
-            sign = 1 if fill.execution.side in ("BOT", "BUY") else -1
-            net[cid] = net.get(cid, 0.0) + sign * float(fill.execution.shares)
-        return {k: v for k, v in net.items() if abs(v) > 1e-9}
+        return net_position(
+            (f.contract.conId, f.execution.side, f.execution.shares)
+            for f in self.executions.values()
+            if con_id is None or f.contract.conId == con_id
+        )
 
     # --- live snapshots ------------------------------------------------------------------------
     def snapshot(self, last_ticks: int = 2_000) -> dict[str, Any]:

@@ -63,6 +63,7 @@ from harness_lib.models import (
     finite,
     utcnow,
 )
+from harness_lib.positions import FLAT_EPSILON, side_signs
 
 __all__ = [
     "DEFAULT_STORE",
@@ -433,10 +434,6 @@ _COST_COLUMNS = [
     "currency",
     "executions",
 ]
-
-
-def _is_buy(side: Any) -> bool:
-    return str(side).upper() in ("BOT", "BUY", "B")
 
 
 class Store:
@@ -1346,7 +1343,7 @@ def _finish_trades(df: pd.DataFrame) -> pd.DataFrame:
     # An execution whose order was not recorded (e.g. placed by a crashed earlier run)
     # has no known multiplier; 1 is right for stocks, the harness's usual contract.
     mult = df["multiplier"].where(df["multiplier"] > 0, 1.0)
-    sign = pd.Series([1.0 if _is_buy(s) else -1.0 for s in df["side"]], index=df.index)
+    sign = side_signs(df["side"])
     df["slippage"] = sign * (df["price"] - df["decision_mid"]) * df["shares"] * mult
     return df
 
@@ -1360,7 +1357,8 @@ def _cost_ledger(t: pd.DataFrame) -> pd.DataFrame:
 
     key = t["run_id"]
     g = t.groupby(key, sort=False)
-    buy = t["side"].astype(str).str.upper().isin(["BOT", "BUY", "B"])
+    sign = side_signs(t["side"])
+    buy = sign > 0
     # The entry is whatever side the run's first execution took.
     entry = buy == buy.groupby(key, sort=False).transform("first")
     mult = t["multiplier"].where(t["multiplier"] > 0, 1.0)
@@ -1374,7 +1372,9 @@ def _cost_ledger(t: pd.DataFrame) -> pd.DataFrame:
         return (total(price * shares * mask) / w).where(w != 0, np.nan)
 
     commission = total(t["commission"].abs().fillna(0.0))
-    net = total(shares * buy) - total(shares * ~buy)
+    # A side word we cannot read makes the run's net unknown (NaN), never a guess.
+    unknown = sign.isna().groupby(key, sort=False).any()
+    net = total(shares * sign.fillna(0.0)).where(~unknown, np.nan)
     notional = price * shares * mult
     cash = total(notional * ~buy) - total(notional * buy)
     slippage = total(t["slippage"].fillna(0.0))
@@ -1394,7 +1394,7 @@ def _cost_ledger(t: pd.DataFrame) -> pd.DataFrame:
             "slippage_known": t["decision_mid"].notna().groupby(key, sort=False).all(),
             "total_cost": commission + slippage,
             # Only a flat round trip has a realized P&L; an open leg would look like a loss.
-            "realized_pnl": (cash - commission).where(net.abs() < 1e-9, np.nan),
+            "realized_pnl": (cash - commission).where(net.abs() < FLAT_EPSILON, np.nan),
             "net_position": net,
             "currency": g["currency"].first(),
             "executions": g.size(),
