@@ -107,6 +107,7 @@ class PhaseRun:
         self.started_at = utcnow()
         self.checkpoints: list[Checkpoint] = []
         self.mark = ctx.conn.mark()
+        ctx.rec.phase_started(str(phase))
 
     def cp(self, name: str, detail: str = "") -> Checkpoint:
         """Record a checkpoint of this phase now."""
