@@ -18,6 +18,7 @@ from rich.table import Table
 
 from harness_lib.config import ConfigError, HarnessConfig, load_config
 from harness_lib.models import Verdict
+from harness_lib.safety import LIVE_PORTS, PAPER_PORTS
 from harness_lib.sim import DEFAULT_PORT, PaperGateway
 from harness_lib.sim.scenarios import describe, parse_scenario
 from harness_lib.store import Store, StoreError
@@ -32,7 +33,7 @@ app = typer.Typer(
 out = Console()
 err = Console(stderr=True)
 
-EXIT_BAD_INPUT = 4
+EXIT_BAD_INPUT = Verdict.BAD_INPUT.exit_code
 
 
 def bad_input(message: str) -> typer.Exit:
@@ -401,7 +402,7 @@ def sim(
         raise bad_input(f"{exc} (see `harness sim --list`)") from None
     if not 0 <= port <= 65535:
         raise bad_input(f"--port {port} is out of range; use 1-65535, or 0 for a free port")
-    if port in (4001, 4002, 7496, 7497):
+    if port in {**PAPER_PORTS, **LIVE_PORTS}:
         raise bad_input(
             f"--port {port} is one of IB's own ports; pick another so the simulator is never "
             "mistaken for a gateway"

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from harness_lib.constants import DEFAULT_STORE, NOTIFY_ON
 from harness_lib.contracts import ACCEPTED_FORMS, SpecError, parse_spec
 from harness_lib.models import Phase
 from harness_lib.redact import MASK, redact_url
@@ -47,8 +48,6 @@ CONFIG_FILE = "harness.toml"
 """Looked up in the current directory when no path is given."""
 ENV_PREFIX = "HARNESS_"
 """Environment variables are ``HARNESS_<FIELD_UPPER>``; ``HARNESS_CONFIG`` names the file."""
-NOTIFY_ON = ("fail", "always", "change")
-"""When to notify: on a non-passing run, after every run, or when the verdict changed."""
 DEFAULT_PHASES = (Phase.HEALTH, Phase.TICKS, Phase.CLEANUP)
 
 # CLI flags are --field-name except where the CLI chose a shorter name.
@@ -435,7 +434,7 @@ class HarnessConfig:
     """Hard limit checked by ``safety.check_order``; quantity above it is refused at run time."""
     max_notional: float | None = None
     allow_live_port: bool = False
-    store: Path = Path("data/harness.sqlite")
+    store: Path = DEFAULT_STORE
     reports_dir: Path = Path("data/reports")
     json_path: Path | None = None
     junit_path: Path | None = None

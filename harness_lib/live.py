@@ -49,8 +49,7 @@ from harness_lib.config import HarnessConfig, load_config
 from harness_lib.connection import BAD_FARM_CODES, GOOD_FARM_CODES, kind_of
 from harness_lib.models import IBMessage, PhaseResult, Target, Verdict
 from harness_lib.phases import RunContext, health, ticks
-from harness_lib.phases.base import is_real
-from harness_lib.phases.ticks import MDT_NAMES
+from harness_lib.quotes import QUOTE_FIELDS, is_real, market_data_name, note_first_real
 from harness_lib.safety import is_paper_account, mask_account
 from harness_lib.sim import PaperGateway, Scenario, parse_scenario
 
@@ -83,7 +82,6 @@ LIVE_CLIENT_ID = 919
 """The live view's default clientId: not the runner's 917, so a notebook that also starts
 a run (round trip, health probe) never collides with its own live connection (IB 326)."""
 
-QUOTE_FIELDS: tuple[str, ...] = ("bid", "ask", "last", "bidSize", "askSize")
 """Ticker fields the live table shows, in display order."""
 
 CONTRACT_CHOICES: tuple[str, ...] = ("AAPL", "EUR.USD", "MES", "ILLQ", "NOSUB")
@@ -508,11 +506,9 @@ class LiveFeed:
                 if t.ticks:
                     s.last_tick_mono = now
                 for f in QUOTE_FIELDS:
-                    value = float(getattr(t, f))
-                    s.quote[f] = value
-                    if f not in s.first_mono and is_real(value, size=f.endswith("Size")):
-                        s.first_mono[f] = now
-                        s.first_wall[f] = wall
+                    s.quote[f] = float(getattr(t, f))
+                for f in note_first_real(s.first_mono, t, now):
+                    s.first_wall[f] = wall
                 s.market_data_type = t.marketDataType
 
     def _on_message(self, s: _Session, msg: IBMessage) -> None:
@@ -614,7 +610,7 @@ class LiveFeed:
             contract=s.ctx.cfg.contract,
             quote=quote,
             market_data_type=mdt,
-            market_data=MDT_NAMES.get(mdt, str(mdt)) if mdt is not None else None,
+            market_data=market_data_name(mdt),
             first_seconds={f: _since(first_mono.get(f), t0) for f in QUOTE_FIELDS},
             first_at={f: first_wall.get(f) for f in QUOTE_FIELDS},
             tick_count=rec["tick_count"],

@@ -24,7 +24,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from harness_lib.constants import NOTIFY_ON
 from harness_lib.models import Phase, RunReport, Verdict
+from harness_lib.quotes import MARKET_DATA_TYPES
 from harness_lib.redact import (
     apprise_secrets,
     redact_text,
@@ -42,8 +44,6 @@ __all__ = [
 ]
 
 # ----------------------------------------------------------------------------- message
-
-_MARKET_DATA_TYPES = {1: "live", 2: "frozen", 3: "delayed", 4: "delayed frozen"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,7 +122,7 @@ def format_message(report: RunReport, *, report_location: str | None) -> tuple[s
         )
         mdt = ticks.metrics.get("market_data_type")
         if mdt is not None:
-            name = _MARKET_DATA_TYPES.get(mdt) if isinstance(mdt, int) else None
+            name = MARKET_DATA_TYPES.get(mdt) if isinstance(mdt, int) else None
             line += f" (market data type {mdt}{f' = {name}' if name else ''})"
         lines.append(line)
 
@@ -151,9 +151,6 @@ def format_message(report: RunReport, *, report_location: str | None) -> tuple[s
     return title, "\n".join(lines)
 
 
-_POLICIES = ("fail", "always", "change")
-
-
 def should_notify(policy: str, verdict: Verdict, previous_verdict: str | None) -> bool:
     """Whether to send a message for this run.
 
@@ -162,8 +159,8 @@ def should_notify(policy: str, verdict: Verdict, previous_verdict: str | None) -
     on the same target; the first run ever counts as a change.
     """
     policy = policy.strip().lower()
-    if policy not in _POLICIES:
-        raise ValueError(f"unknown notify policy {policy!r}: use one of {', '.join(_POLICIES)}")
+    if policy not in NOTIFY_ON:
+        raise ValueError(f"unknown notify policy {policy!r}: use one of {', '.join(NOTIFY_ON)}")
     if policy == "always":
         return True
     if policy == "fail":

@@ -54,6 +54,7 @@ else:
 
     pd = _LazyPandas()
 
+from harness_lib.constants import DEFAULT_STORE
 from harness_lib.models import (
     Checkpoint,
     PhaseResult,
@@ -74,9 +75,6 @@ __all__ = [
     "migrate",
     "sql_migration",
 ]
-
-DEFAULT_STORE = Path("data/harness.sqlite")
-"""Where runs are recorded unless told otherwise (relative to the working directory)."""
 
 APPLICATION = "livefire"
 """Written to the ``meta`` table so we never adopt (or migrate) someone else's database."""

@@ -14,10 +14,11 @@ from ib_async import MarketOrder, Trade
 
 from harness_lib.models import Phase, PhaseResult, Verdict
 from harness_lib.positions import FLAT_EPSILON, net_position
+from harness_lib.quotes import is_real
 from harness_lib.safety import GuardRefusal, check_accounts, check_order
 from harness_lib.store import HARNESS_REF_PREFIX
 
-from .base import PhaseRun, RunContext, is_real, wait_for
+from .base import PhaseRun, RunContext, wait_for
 
 REJECT_CODES = {201, 203, 10147, 10148, 110, 161, 200}
 
