@@ -1,7 +1,7 @@
 """One live feed per process for notebooks: a background thread, its own event loop, one
 IB connection, and thread-safe snapshots for cells to draw.
 
-Why a thread of its own (see docs/marimo-live-notebooks.md §2.4):
+Why a thread of its own:
 
 * marimo re-runs cells, and a re-run connect cell would leave its old connection open.
   The feed owns the connection; :meth:`LiveFeed.connect` closes the previous one first,
@@ -63,7 +63,6 @@ __all__ = [
     "ScriptArgumentParser",
     "callout_kind",
     "check_target",
-    "feed_running",
     "format_findings",
     "get_feed",
     "messages_html",
@@ -683,12 +682,6 @@ def get_feed() -> LiveFeed:
             atexit.register(_stop_at_exit)
             _ATEXIT_REGISTERED = True
         return _FEED
-
-
-def feed_running() -> bool:
-    """True when a process-wide feed exists and runs (does not start one)."""
-    feed = _FEED
-    return feed is not None and feed.alive
 
 
 def _forget(feed: LiveFeed) -> None:

@@ -338,53 +338,45 @@ def _utc(series: pd.Series) -> pd.Series:
     return pd.to_datetime(pd.to_numeric(series), unit="s", utc=True).dt.round("us")
 
 
-def _process_stat(pid: int) -> tuple[str, int] | None:
-    """(state, start time in clock ticks since boot) from /proc, or None off Linux."""
+PID_START_TOLERANCE_S = 0.5
+"""Two creation times of one process closer than this are the same process."""
+
+
+def _process_start(pid: int) -> float | None:
+    """When process ``pid`` was created (epoch seconds, via psutil), or None if unknown."""
+    import psutil  # here, not at import: only opening a store read-write needs it
+
     try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            data = f.read()
-    except OSError:
-        return None
-    # Fields after the parenthesised command name (which may contain spaces/parens):
-    # rest[0] is field 3 (state), rest[19] is field 22 (starttime).
-    rest = data[data.rindex(b")") + 2 :].split()
-    try:
-        return rest[0].decode(), int(rest[19])
-    except (IndexError, ValueError):
+        return psutil.Process(pid).create_time()
+    except (psutil.Error, OSError):
         return None
 
 
-def _process_start(pid: int) -> int | None:
-    stat = _process_stat(pid)
-    return None if stat is None else stat[1]
-
-
-def _writer_alive(pid: int, pid_start: int | None) -> bool:
+def _writer_alive(pid: int, pid_start: float | None) -> bool:
     """Is the process that wrote a run still alive on this host? When unsure: yes.
 
     Saying "alive" wrongly only delays the ``aborted`` mark; saying "dead" wrongly would
-    clobber a run that is still writing, so every doubt resolves to alive.
+    clobber a run that is still writing, so every doubt resolves to alive. psutil answers
+    the same way on Linux and macOS (where the launchd schedule runs) and on Windows.
     """
-    if os.name == "nt":
-        # os.kill(pid, 0) would *terminate* the process on Windows.
-        return True
+    import psutil
+
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        proc = psutil.Process(pid)
+        if proc.status() == psutil.STATUS_ZOMBIE:
+            return False  # a zombie has exited; it only awaits its parent's wait()
+        start = proc.create_time()
+    except psutil.NoSuchProcess:
         return False
-    except PermissionError:
-        pass  # exists, owned by another user
-    except OSError:
+    except (psutil.Error, OSError):
+        return True  # e.g. AccessDenied: it exists, owned by someone else
+    # Stores written before psutil kept clock ticks since boot (small numbers), not epoch
+    # seconds: those cannot be compared, so they count as alive.
+    if pid_start is None or pid_start < 1e9:
         return True
-    stat = _process_stat(pid)
-    if stat is None:
-        return True
-    state, start = stat
-    if state == "Z":
-        return False  # a zombie has exited; it only awaits its parent's wait()
-    # pid reuse (containers restart with the same small pids): a different start time
+    # pid reuse (containers restart with the same small pids): a different creation time
     # means a different process.
-    return not (pid_start is not None and start != pid_start)
+    return abs(start - float(pid_start)) < PID_START_TOLERANCE_S
 
 
 _RUN_COLUMNS = [
@@ -1073,29 +1065,6 @@ class Store:
     def run(self, run_id: str) -> dict[str, Any] | None:
         """Everything stored on one run (JSON columns decoded, datetimes UTC), or None."""
         cols, rows = self._query("SELECT * FROM runs WHERE run_id = ?", (run_id,))
-        return _run_dict(cols, rows[0]) if rows else None
-
-    def latest_run(
-        self, *, target_label: str | None = None, exclude_run_id: str | None = None
-    ) -> dict[str, Any] | None:
-        """The most recent concluded (not 'running') run, optionally on one target.
-
-        Used for notify-on-change: compare a run's verdict with the previous one on the
-        same target label. ``exclude_run_id`` leaves out the run being reported.
-        """
-        where = ["status != 'running'"]
-        params: list[Any] = []
-        if target_label is not None:
-            where.append("target_label = ?")
-            params.append(target_label)
-        if exclude_run_id is not None:
-            where.append("run_id != ?")
-            params.append(exclude_run_id)
-        cols, rows = self._query(
-            f"SELECT * FROM runs WHERE {' AND '.join(where)} "
-            "ORDER BY started_at DESC, rowid DESC LIMIT 1",
-            params,
-        )
         return _run_dict(cols, rows[0]) if rows else None
 
     def phases(self, run_id: str) -> pd.DataFrame:
