@@ -1,4 +1,5 @@
-"""The single sink for observations: every tick, IB message, order, fill and checkpoint.
+"""The single writer of the store during a run: the run record itself (start, phases,
+verdict, notifications) and every tick, IB message, order, fill and checkpoint.
 
 Ticks are not handled on the event loop at all when the run has a store: the wire tap
 (``harness_lib/wire``) records every byte of the connection with its receive stamps to
@@ -7,6 +8,12 @@ from those bytes with ib_async's own decoder. Live views that want ticks in real
 set ``live_ring`` and get them in a bounded ring buffer. Everything else (IB messages,
 orders, fills, checkpoints) is stamped with a monotonic and a wall-clock receive time
 and written to the store as it arrives.
+
+One policy for a store write that fails (disk full, file gone, a read-only store, a
+locked database): the failure is kept in :attr:`Recorder.losses`, recorded as an
+``error`` event in the store when the store still takes that, and
+:meth:`Recorder.account_for_losses` turns the phase it happened in into FAIL: a run that
+lost data must not say PASS.
 """
 
 from __future__ import annotations
@@ -26,8 +33,19 @@ from typing import Any, NamedTuple
 from ib_async import IB, CommissionReport, Fill, Ticker, Trade
 
 from harness_lib.connection import Connection, kind_of
-from harness_lib.models import Checkpoint, IBMessage, PhaseResult, finite, utcnow
-from harness_lib.store import Store
+from harness_lib.models import (
+    Checkpoint,
+    IBMessage,
+    PhaseResult,
+    RunReport,
+    Target,
+    Verdict,
+    finite,
+    severity,
+    utcnow,
+)
+from harness_lib.positions import net_position
+from harness_lib.store import Store, StoreError
 
 log = logging.getLogger("harness_lib.recorder")
 
@@ -86,8 +104,12 @@ class Recorder:
     commissions: dict[str, CommissionReport] = field(default_factory=dict)
     tick_count: int = 0
     duplicate_executions: int = 0
+    losses: list[tuple[str, str]] = field(default_factory=list)
+    """Store writes that failed, as (phase running then, what was lost and why)."""
+    current_phase: str = ""
+    _phase_starts: list[tuple[float, str]] = field(default_factory=list)
+    _accounted: int = 0
     _buf: list[tuple] = field(default_factory=list)
-    _last_flush: float = field(default_factory=time.monotonic)
     _flusher: asyncio.Task[None] | None = None
     _ib: IB | None = None
     _orders: dict[int, dict[str, Any]] = field(default_factory=dict)
@@ -126,7 +148,10 @@ class Recorder:
         if path is None:
             return
         meta = {"tool": "harness run", **self.wire_meta}
-        self.wire = RunRecording(path, self.run_id, store=self.store, meta=meta).start(ib)
+        self.wire = RunRecording(
+            path, self.run_id, store=self.store, meta=meta,
+            on_lost=lambda what, exc, t_mono: self._lost(what, exc, self.phase_at(t_mono)),
+        ).start(ib)  # fmt: skip
 
     @property
     def recorded_ticks(self) -> int:
@@ -203,12 +228,105 @@ class Recorder:
         if not self._buf:
             return
         rows, self._buf = self._buf, []
-        self._last_flush = time.monotonic()
-        if self.store is not None:
-            try:
-                self.store.add_ticks(rows)
-            except Exception:
-                log.exception("could not write %d ticks", len(rows))
+        self._write(f"{len(rows)} tick(s)", self.store.add_ticks if self.store else None, rows)
+
+    # --- the store, and what happens when it fails ------------------------------------------
+    def _write(self, what: str, write: Any, *args: Any, **kwargs: Any) -> Any:
+        """Call one store write; on failure record the loss (see the module docstring)
+        and return None instead of raising, so the run goes on and cleanup still runs."""
+        if write is None:
+            return None
+        try:
+            return write(*args, **kwargs)
+        except StoreError as exc:
+            self._lost(what, exc)
+            return None
+
+    def _lost(self, what: str, exc: Exception, phase: str | None = None) -> None:
+        text = f"{what} not stored ({exc})"
+        log.error("store write failed, data lost: %s", text)
+        with self.lock:
+            self.losses.append((self.current_phase if phase is None else phase, text))
+        if self.store is None:
+            return
+        # Said in the store too if it still takes a small write; if not, it stays in
+        # memory and the verdict carries it.
+        with contextlib.suppress(StoreError):
+            self.store.add_event(
+                self.run_id, kind="error", code=None, req_id=None, t_wall=utcnow(),
+                message=f"store write failed, data lost: {text}", t_mono=time.monotonic(),
+            )  # fmt: skip
+
+    def account_for_losses(self, phases: list[PhaseResult]) -> None:
+        """Make each phase during which a store write failed (the last phase for failures
+        outside any phase) at least FAIL, with the loss in its reason and evidence, and
+        store it again. Only losses not yet accounted for are applied."""
+        with self.lock:
+            new = self.losses[self._accounted :]
+            self._accounted = len(self.losses)
+        if not new or not phases:
+            return
+        names = {str(p.phase) for p in phases}
+        by_phase: dict[str, list[str]] = {}
+        for phase, text in new:
+            key = phase if phase in names else str(phases[-1].phase)
+            by_phase.setdefault(key, []).append(text)
+        for result in phases:
+            texts = by_phase.get(str(result.phase))
+            if not texts:
+                continue
+            note = f"store write failed, data lost: {texts[0]}"
+            if len(texts) > 1:
+                note += f" (and {len(texts) - 1} more)"
+            lost = result.evidence.setdefault("store_writes_lost", [])
+            lost.extend(texts)
+            if severity(result.verdict) < severity(Verdict.FAIL):
+                was = f"was {result.verdict}: {result.reason}" if result.reason else ""
+                result.verdict = Verdict.FAIL
+                result.reason = f"{note}; {was}" if was else note
+            else:
+                result.reason = f"{result.reason}; {note}"
+            self.phase(result)
+        with self.lock:
+            # Re-storing the phases may itself fail; that is reported, not re-applied.
+            self._accounted = len(self.losses)
+
+    # --- the run record ----------------------------------------------------------------------
+    def start_run(
+        self, target: Target, *, contract: str, phases: list[str], config: dict[str, Any],
+        started_at: datetime | None = None,
+    ) -> None:  # fmt: skip
+        """Record the run as started (``config`` already redacted)."""
+        self._write(
+            "the run record", self.store.start_run if self.store else None, self.run_id,
+            target=target, contract=contract, phases=phases, config=config,
+            started_at=started_at,
+        )  # fmt: skip
+
+    def finish_run(self, rep: RunReport) -> None:
+        """Account for lost writes, then store the run's verdict and summary. If that
+        write fails too, the report (and the exit code) still say FAIL."""
+        self.account_for_losses(rep.phases)
+        summary = {
+            "first_bid_s": rep.metric("first_bid_s"),
+            "first_ask_s": rep.metric("first_ask_s"),
+            "total_cost": rep.metric("total_cost"),
+            "target": rep.target.to_dict(),
+        }
+        self._write(
+            "the run's verdict", self.store.finish_run if self.store else None, rep.run_id,
+            verdict=str(rep.verdict), reason=rep.reason, exit_code=rep.exit_code,
+            summary=summary, finished_at=rep.finished_at,
+        )  # fmt: skip
+        self.account_for_losses(rep.phases)
+
+    def notification(self, channel: str, *, ok: bool, detail: str) -> None:
+        """Record a notification or heartbeat attempt (``channel`` already redacted)."""
+        self._write(
+            f"notification record for {channel}",
+            self.store.add_notification if self.store else None, self.run_id,
+            channel=channel, ok=ok, detail=detail,
+        )  # fmt: skip
 
     # --- checkpoints and messages ------------------------------------------------------------
     def checkpoint(self, phase: str, name: str, detail: str = "") -> Checkpoint:
@@ -216,35 +334,53 @@ class Recorder:
         cp = Checkpoint(name=name, t_mono=time.monotonic(), t_wall=utcnow(), detail=detail)
         with self.lock:
             self.checkpoints.append((phase, cp))
-        if self.store is not None:
-            self.store.add_checkpoint(self.run_id, phase, cp)
+        self._write(f"checkpoint {name}", self.store.add_checkpoint if self.store else None,
+                    self.run_id, phase, cp)  # fmt: skip
         return cp
 
     def ib_message(self, msg: IBMessage) -> None:
         """Record an IB error, warning or notice."""
         with self.lock:
             self.messages.append(msg)
-        if self.store is not None:
-            self.store.add_event(
-                self.run_id, kind=kind_of(msg.code), code=msg.code, message=msg.message,
-                req_id=msg.req_id, t_wall=msg.t_wall, t_mono=time.monotonic(),
-            )  # fmt: skip
+        self._write(
+            f"IB message {msg.code}", self.store.add_event if self.store else None, self.run_id,
+            kind=kind_of(msg.code), code=msg.code, message=msg.message, req_id=msg.req_id,
+            t_wall=msg.t_wall, t_mono=time.monotonic(),
+        )  # fmt: skip
 
     def note(self, kind: str, message: str) -> None:
         """Record something the harness itself concluded or did (e.g. a guard's warning)."""
         msg = IBMessage(code=0, message=message, req_id=-1, t_wall=utcnow())
         with self.lock:
             self.messages.append(msg)
-        if self.store is not None:
-            self.store.add_event(
-                self.run_id, kind=kind, code=None, message=message, req_id=None,
-                t_wall=msg.t_wall, t_mono=time.monotonic(),
-            )  # fmt: skip
+        self._write(
+            f"{kind} note", self.store.add_event if self.store else None, self.run_id, kind=kind,
+            code=None, message=message, req_id=None, t_wall=msg.t_wall,
+            t_mono=time.monotonic(),
+        )  # fmt: skip
+
+    def phase_started(self, phase: str) -> None:
+        """Note which phase runs now, so a failed store write is charged to it."""
+        self.current_phase = str(phase)
+        with self.lock:
+            self._phase_starts.append((time.monotonic(), str(phase)))
+
+    def phase_at(self, t_mono: float) -> str:
+        """The phase that was running at ``t_mono`` (ticks derived later are charged to the
+        phase in which they arrived, not to the one running when they were written)."""
+        with self.lock:
+            starts = list(self._phase_starts)
+        name = ""
+        for t, phase in starts:
+            if t > t_mono:
+                break
+            name = phase
+        return name
 
     def phase(self, result: PhaseResult) -> None:
         """Store a finished phase."""
-        if self.store is not None:
-            self.store.record_phase(self.run_id, result)
+        self._write(f"{result.phase} result", self.store.record_phase if self.store else None,
+                    self.run_id, result)  # fmt: skip
 
     # --- orders, fills, commissions ----------------------------------------------------------
     def order_placed(
@@ -282,8 +418,9 @@ class Recorder:
         if info is None:
             return
         lmt = o.lmtPrice if o.orderType == "LMT" else None
-        self.store.upsert_order(
-            self.run_id, order_id=o.orderId, perm_id=o.permId or None,
+        self._write(
+            f"order {o.orderId}", self.store.upsert_order, self.run_id, order_id=o.orderId,
+            perm_id=o.permId or None,
             client_id=o.clientId or trade.orderStatus.clientId, account=info["account"],
             con_id=c.conId, symbol=c.localSymbol or c.symbol, sec_type=c.secType,
             multiplier=info["multiplier"], action=o.action, quantity=float(o.totalQuantity),
@@ -313,8 +450,9 @@ class Recorder:
             return False
         self.executions[ex.execId] = fill
         if self.store is not None:
-            self.store.add_execution(
-                self.run_id, exec_id=ex.execId, order_id=ex.orderId, perm_id=ex.permId or None,
+            self._write(
+                f"execution {ex.execId}", self.store.add_execution, self.run_id,
+                exec_id=ex.execId, order_id=ex.orderId, perm_id=ex.permId or None,
                 order_ref=ex.orderRef, con_id=fill.contract.conId,
                 symbol=fill.contract.localSymbol or fill.contract.symbol, side=ex.side,
                 shares=float(ex.shares), price=float(ex.price), account=ex.acctNumber,
@@ -337,22 +475,20 @@ class Recorder:
         self.commissions[report.execId] = report
         if self.store is not None:
             pnl = report.realizedPNL
-            self.store.add_commission(
-                self.run_id, exec_id=report.execId, commission=float(report.commission),
+            self._write(
+                f"commission {report.execId}", self.store.add_commission, self.run_id,
+                exec_id=report.execId, commission=float(report.commission),
                 currency=report.currency, realized_pnl=pnl if pnl else None, t_wall=utcnow(),
             )  # fmt: skip
         return True
 
     def net_position(self, con_id: int | None = None) -> dict[int, float]:
         """Net quantity per conId created by this run's own executions."""
-        net: dict[int, float] = {}
-        for fill in self.executions.values():
-            cid = fill.contract.conId
-            if con_id is not None and cid != con_id:
-                continue
-            sign = 1 if fill.execution.side in ("BOT", "BUY") else -1
-            net[cid] = net.get(cid, 0.0) + sign * float(fill.execution.shares)
-        return {k: v for k, v in net.items() if abs(v) > 1e-9}
+        return net_position(
+            (f.contract.conId, f.execution.side, f.execution.shares)
+            for f in self.executions.values()
+            if con_id is None or f.contract.conId == con_id
+        )
 
     # --- live snapshots ------------------------------------------------------------------------
     def snapshot(self, last_ticks: int = 2_000) -> dict[str, Any]:

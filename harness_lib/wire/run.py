@@ -21,6 +21,7 @@ import logging
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -44,9 +45,21 @@ WRITE_SECONDS = 0.2
 class RunRecording:
     """Records one run's connection and keeps its store ticks derived from the recording."""
 
-    def __init__(self, path: Path, run_id: str, *, store: Any = None, mask: bool = True,
-                 meta: dict[str, Any] | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        path: Path,
+        run_id: str,
+        *,
+        store: Any = None,
+        mask: bool = True,
+        meta: dict[str, Any] | None = None,
+        on_lost: Callable[[str, Exception, float], None] | None = None,
+    ) -> None:
         self.path = path
+        self.on_lost = on_lost
+        """Called (on the derive thread) with what was lost, why, and when the first lost
+        tick arrived, when derived ticks could not be stored: the Recorder's one policy
+        for lost writes applies to them too."""
         self.run_id = run_id
         self.store = store
         masker = AccountMasker(load_key(path.parent)) if mask else None
@@ -104,8 +117,11 @@ class RunRecording:
         if self.store is not None:
             try:
                 self.store.add_ticks(rows)
-            except Exception:  # the store may be closed under us after a crash
-                log.exception("could not write %d derived ticks", len(rows))
+            except Exception as exc:  # disk full, file gone, store closed under us
+                if self.on_lost is not None:
+                    self.on_lost(f"{len(rows)} tick(s)", exc, rows[0][7])
+                else:
+                    log.exception("could not write %d derived ticks", len(rows))
                 return
         self.tick_count += len(rows)
         self.derive_seconds += time.perf_counter() - t0
