@@ -69,8 +69,17 @@ EXPECTS: dict[int, frozenset[int]] = {
     99: frozenset({101, 102}),
     6: frozenset({6, 7, 8, 54}),
 }
-"""Client message id → the server messages without a request id that answer it. They go
-to the latest such request even when a later request overtook the answer on the wire."""
+"""Client message id → the server messages without a request id that answer it."""
+
+ENDS: dict[int, frozenset[int]] = {
+    71: frozenset({15, 9}), 17: frozenset({15}), 8: frozenset({9}), 49: frozenset({49}),
+    61: frozenset({62}), 5: frozenset({53}), 16: frozenset({53}), 15: frozenset({53}),
+    99: frozenset({102}), 6: frozenset({54}),
+}  # fmt: skip
+"""Client message id → the message(s) that complete its answer. Until they have arrived a
+request is open, and id-less answers go to the oldest open request expecting them: a
+client that sends the next request before the previous answer is complete (or a replay
+that sends at recorded times) still has each answer counted where it belongs."""
 
 
 def request_name(msg_id: int) -> str:
@@ -157,19 +166,32 @@ class Exchange:
         return "connect" if self.request is None else describe(self.request)
 
 
+def _oldest_open(open_: list[tuple[Exchange, set[int]]], msg_id: int) -> Exchange | None:
+    """The oldest open request that expects ``msg_id``; closes it when that was its end."""
+    for i, (ex, missing) in enumerate(open_):
+        assert ex.request is not None
+        if msg_id in EXPECTS.get(ex.request.msg_id, ()):
+            missing.discard(msg_id)
+            if not missing:
+                del open_[i]
+            return ex
+    return None
+
+
 def exchanges(session_frames: list[Frame]) -> list[Exchange]:
     """Split one session into requests and their answers.
 
     A server message goes to the request whose id it carries (request ids and order ids
     share one sequence); commission reports follow the execution before them; a message
-    without an id goes to the latest request that expects it (``EXPECTS``: positions,
-    open orders, account values, farm notices...), so an answer overtaken on the wire by
-    the client's next request still lands right; anything else (a connectivity notice)
-    goes to the latest request before it.
+    without an id goes to the oldest still-open request that expects it (``EXPECTS``,
+    ``ENDS``: positions, open orders, account values...), else the latest that expects it
+    (farm notices: startApi), so an answer overtaken on the wire by the client's next
+    request still lands right; anything else goes to the latest request before it.
     """
     out = [Exchange(0, None)]
     by_id: dict[int, Exchange] = {}
     by_answer: dict[int, Exchange] = {}
+    open_: list[tuple[Exchange, set[int]]] = []
     exec_owner: Exchange | None = None
     for f in session_frames:
         if f.to_server:
@@ -180,11 +202,15 @@ def exchanges(session_frames: list[Frame]) -> list[Exchange]:
                 by_id[rid] = ex
             for mid in EXPECTS.get(f.msg_id, ()):
                 by_answer[mid] = ex
+            if f.msg_id in ENDS:
+                open_.append((ex, set(ENDS[f.msg_id])))
             continue
         rid = answer_id(f)
         owner = by_id.get(rid) if rid is not None else None
         if owner is None and f.msg_id == 59 and exec_owner is not None:
             owner = exec_owner
+        if owner is None and rid is None:
+            owner = _oldest_open(open_, f.msg_id)
         if owner is None:
             owner = by_answer.get(f.msg_id, out[-1])
         if f.msg_id == 11:
