@@ -2,17 +2,18 @@
 
 The simulator (its own process) streams one subscription at a controlled rate and keeps
 every tick it sent with the wall-clock time just before the socket write
-(``SentTick.t_wall``). The harness (real health/ticks/cleanup phases, Recorder writing
-to SQLite) records each tick's arrival time (``TickData.time``, stamped by ib_async when
-the socket read returned). Both clocks are this machine's, so for every tick,
-recorded ``t_wall`` - sent ``t_wall`` is the error of the arrival stamp plus the true
+(``SentTick.t_wall``). The harness (real health/ticks/cleanup phases, the Recorder's wire
+tap recording the connection) stamps each socket read as it is handed to ib_async, and
+the store's ticks rows, derived from the recording off the event loop, carry that stamp.
+Both clocks are this machine's, so for every tick, recorded ``t_wall`` - sent ``t_wall``
+is the error of the arrival stamp plus the true
 loopback latency (tens of microseconds). Ticks are matched by order within the
 subscription (both sides preserve it; tick type and price are checked pair by pair).
 
 A bare ib_async client that only keeps ``TickData.time`` is measured the same way in the
 same run: the floor set by the socket and the event loop, without the Recorder.
 
-    uv run python bench/latency_accuracy.py [--seconds 3] [--proposals]
+    uv run python bench/latency_accuracy.py [--seconds 3]
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ from harness_lib.store import Store
 
 SECTION = "2 latency"
 GOAL_P99 = 0.001
+GOAL_P99_OVER_BARE = 0.0002
 
 RATES: dict[int, dict[str, float]] = {
     # About 3 tick messages per quote update (bid, ask, and half the time last + volume).
@@ -70,8 +72,7 @@ class Recorded:
     t_wall: list[float] = field(default_factory=list)
     t_mono: list[float] = field(default_factory=list)
     flushes: list[float] = field(default_factory=list)
-    """Seconds each Store.add_ticks call blocked the caller (the event loop for today's
-    Recorder)."""
+    """Seconds each Store.add_ticks call took (on the derive thread, not the event loop)."""
 
 
 def _fresh(path: Path) -> Path:
@@ -103,8 +104,8 @@ async def bare_client(port: int, seconds: float, client_id: int) -> Recorded:
     return rec
 
 
-async def harness_client(port: int, seconds: float, client_id: int, store_path: Path,
-                         variant: str = "current") -> Recorded:  # fmt: skip
+async def harness_client(port: int, seconds: float, client_id: int,
+                         store_path: Path) -> Recorded:  # fmt: skip
     """The harness: real phases, the Recorder writing to SQLite; stamps read back from
     the store (what a post-mortem would see)."""
     cfg = HarnessConfig(contract=synth_symbol(0), client_id=client_id, port=port,
@@ -123,14 +124,6 @@ async def harness_client(port: int, seconds: float, client_id: int, store_path: 
     ctx = RunContext.create(cfg, host="127.0.0.1", port=port, store=store, simulated=True)
     store.start_run(ctx.run_id, target=ctx.target, contract=cfg.contract,
                     phases=[str(p) for p in cfg.phases], config=cfg.redacted())  # fmt: skip
-    if variant == "blob":
-        from proposals import BlobRecorder
-
-        ctx.rec = BlobRecorder(ctx.run_id, store)
-    elif variant != "current":
-        from proposals import LeanRecorder
-
-        ctx.rec = LeanRecorder(ctx.run_id, store, writer=variant)
     ctx.rec.attach(ctx.conn)
     if not (await health(ctx)).ok:
         raise RuntimeError("health did not pass")
@@ -141,16 +134,9 @@ async def harness_client(port: int, seconds: float, client_id: int, store_path: 
     store.close()
     if not t.ok:
         raise RuntimeError(f"ticks phase: {t.verdict} {t.reason}")
-    rec = Recorded(LABELS[variant], flushes=flushes)
-    if variant == "blob":
-        from proposals import blob_ticks
-
-        cols = blob_ticks(store_path, ctx.run_id)
-        rec.tick_types = [int(x) for x in cols["tick_type"]]
-        rec.prices = [None if x != x else float(x) for x in cols["price"]]
-        rec.t_wall = [float(x) for x in cols["t_wall"]]
-        rec.t_mono = [float(x) for x in cols["t_mono"]]
-        return rec
+    rec = Recorded(LABELS["current"], flushes=flushes)
+    if ctx.rec.wire is not None:
+        ctx.rec.wire.path.unlink(missing_ok=True)
     with sqlite3.connect(f"file:{store_path}?mode=ro", uri=True) as conn:
         for tick_type, price, t_wall, t_mono in conn.execute(
             "SELECT tick_type, price, t_wall, t_mono FROM ticks WHERE run_id = ? ORDER BY seq",
@@ -223,9 +209,8 @@ class GcPauses:
         gc.callbacks.remove(self)
 
 
-LABELS = {"bare": "bare ib_async", "current": "harness + Recorder",
-          "freeze": "proposal: gc.freeze()", "thread": "proposal: lean+thread",
-          "blob": "proposal: columnar batch"}  # fmt: skip
+LABELS = {"bare": "bare ib_async", "current": "harness + wire tap",
+          "freeze": "proposal: gc.freeze()"}  # fmt: skip
 
 
 def run_variant(variant: str, port: int, seconds: float, cid: int, target: int) -> Recorded:
@@ -241,12 +226,12 @@ def run_variant(variant: str, port: int, seconds: float, cid: int, target: int) 
             gc.collect()
             gc.freeze()
             try:
-                rec = asyncio.run(harness_client(port, seconds, cid, path, "current"))
+                rec = asyncio.run(harness_client(port, seconds, cid, path))
             finally:
                 gc.unfreeze()
             rec.label = LABELS["freeze"]
             return rec
-        return asyncio.run(harness_client(port, seconds, cid, path, variant))
+        return asyncio.run(harness_client(port, seconds, cid, path))
     finally:
         _fresh(path)
 
@@ -260,18 +245,13 @@ def main(argv: list[str] | None = None) -> list[Row]:
         default=3,
         help="clients per variant and rate, alternating (default 3)",
     )
-    p.add_argument(
-        "--proposals",
-        action="store_true",
-        help="also measure the proposals (gc.freeze, bench/proposals.py)",
-    )
     args = p.parse_args(argv)  # fmt: skip
     OUT_DIR.mkdir(parents=True, exist_ok=True)
     print(f"latency accuracy: {args.seconds:g}s per client, {args.rounds} round(s), "
           f"load {load_average()}")  # fmt: skip
     # gc.freeze() was tried too and is not listed: it did not remove the full-collection
     # pauses reliably in this run (run_variant still accepts "freeze" for a manual check).
-    variants = ["bare", "current"] + (["thread", "blob"] if args.proposals else [])
+    variants = ["bare", "current"]
     rows: list[Row] = []
     cid = 300
     for target, knobs in RATES.items():
@@ -318,7 +298,7 @@ def _rows(target: int, results: dict[str, list[Match]],
                  f"{fmt_rate(median([m.rate for m in ms]))}; full GC pauses: {len(gcs[variant])}"
                  f" (max {fmt_ms(max(gcs[variant], default=0.0))})"
                  + (f"; processing (t_mono - sent) p99 {fmt_ms(pct(mono, 0.99))}" if mono else "")
-                 + (f"; {len(flushes)} Store.add_ticks calls blocked the loop p50 "
+                 + (f"; {len(flushes)} Store.add_ticks calls on the derive thread p50 "
                     f"{fmt_ms(pct(flushes, 0.5))}, max {fmt_ms(max(flushes))}"
                     if flushes else ""),
         ))  # fmt: skip
@@ -331,6 +311,18 @@ def _rows(target: int, results: dict[str, list[Match]],
             rows.append(Row(SECTION, f"{target:,}/s achieved rate / ticks matched",
                             f"{fmt_rate(median([m.rate for m in ms]))} / {matched:,} of {sent:,}",
                             "all matched", bad == 0))  # fmt: skip
+    if "bare" in results and "current" in results:
+        # The issue's goal: the harness measures latency without distorting it, i.e. its
+        # stamps are off by no more than bare ib_async's own, plus 0.2 ms, at 10,000/s.
+        diffs = [pct(h.d_wall, 0.99) - pct(b.d_wall, 0.99)
+                 for b, h in zip(results["bare"], results["current"], strict=True)]  # fmt: skip
+        d = median(diffs)
+        goal = target == 10_000
+        rows.append(Row(SECTION, f"{target:,}/s p99: harness - bare ib_async", fmt_ms(d),
+                        f"<= {fmt_ms(GOAL_P99_OVER_BARE)}" if goal else "",
+                        (d <= GOAL_P99_OVER_BARE) if goal else None,
+                        note="median of the per-round differences: "
+                             + ", ".join(fmt_ms(x) for x in diffs)))  # fmt: skip
     return rows
 
 

@@ -83,23 +83,22 @@ def main(argv: list[str] | None = None) -> int:
     info = machine()
     print("machine: " + ", ".join(f"{k} {v}" for k, v in info.items()), flush=True)
     secs = ["--seconds", str(args.seconds)] if args.seconds else []
-    prop = ["--proposals"] if args.proposals else []
     plan: list[tuple[str, list[str]]] = [
         ("sim_throughput", secs + (["--cork"] if args.proposals else [])),
-        ("recorder_overhead", secs + prop),
+        ("recorder_overhead", secs),
         # With the proposals: the same live test against the corked simulator, whose ticks
         # arrive batched as from a real gateway, so the client (not the simulator) limits.
         *(
             [
                 (
                     "recorder_overhead_corked",
-                    [*secs, *prop, "--cork", "--rounds", "2", "--replay-ticks", "0"],
+                    [*secs, "--cork", "--rounds", "2", "--replay-ticks", "0"],
                 )
             ]
             if args.proposals
             else []
         ),
-        ("latency_accuracy", secs + prop),
+        ("latency_accuracy", secs),
         ("time_to_verdict", []),
         ("history_scale", []),
     ]

@@ -263,10 +263,11 @@ def req_ids_of(ib: IB, tickers: list[Ticker]) -> list[int]:
 
 
 async def feed(ib: IB, chunks: list[bytes], counter: TickCounter) -> tuple[float, float, int]:
-    """Hand the chunks to ib_async exactly as its socket protocol would (one call per read),
-    yielding to the loop between reads so timers (the Recorder's flusher) still run.
-    Returns (wall seconds, CPU seconds, TickData counted)."""
-    on_data = ib.client._onSocketHasData
+    """Hand the chunks to ib_async exactly as its socket protocol does (one
+    ``Connection.hasData`` event per read, so every listener, the wire tap included, sees
+    them), yielding to the loop between reads so timers and other threads still run.
+    Returns (wall seconds, CPU seconds of the whole process, TickData counted)."""
+    on_data = ib.client.conn.hasData.emit
     c0 = counter.count
     t0, p0 = time.perf_counter(), time.process_time()
     for chunk in chunks:
