@@ -65,6 +65,8 @@ HEADER = struct.Struct(">BHddI")
 FLUSH_SECONDS = 0.25
 """How often the writer thread drains the queue, compresses and sync-flushes the file."""
 LEVEL = 6
+SLICE_SECONDS = 0.0001
+"""Background threads hold the GIL for at most about this long at a time (see run.py)."""
 
 
 class Kind(IntEnum):
@@ -351,8 +353,15 @@ class RecordingWriter:
         transform = self.transform
         dq = self.derive_queue
         n_in = 0
+        clock = time.perf_counter
+        t_slice = clock()
         try:
             while q:
+                if len(out) & 127 == 0 and clock() - t_slice > SLICE_SECONDS:
+                    # Python here holds the GIL; a short sleep lets the event loop's
+                    # thread take it now rather than after the 5 ms switch interval.
+                    time.sleep(SLICE_SECONDS)
+                    t_slice = clock()
                 event = q.popleft()
                 if dq is not None:
                     dq.append(event)

@@ -28,16 +28,16 @@ from typing import Any
 from ib_async import IB
 
 from harness_lib.wire.derive import TickDeriver
-from harness_lib.wire.format import Event, RecordingWriter
+from harness_lib.wire.format import SLICE_SECONDS, Event, RecordingWriter
 from harness_lib.wire.mask import AccountMasker, load_key
 from harness_lib.wire.tap import WireTap
 
 log = logging.getLogger("harness_lib.wire")
 
 DUTY = 0.05
-SLICE_SECONDS = 0.0001
-BATCH_ROWS = 5_000
-"""Ticks per store transaction at most."""
+BATCH_ROWS = 500
+"""Ticks per store transaction at most: binding a batch holds the GIL, so batches are
+small and the thread pauses between them while the run goes on."""
 WRITE_SECONDS = 0.2
 """Derived ticks reach the store at least this often while the run goes on."""
 
@@ -101,7 +101,8 @@ class RunRecording:
                     break
             self.derive_seconds += clock() - t0
             now = time.monotonic()
-            if rows and (stopping or len(rows) >= BATCH_ROWS or now - last_write > WRITE_SECONDS):
+            due = len(rows) >= 10 * BATCH_ROWS or now - last_write > WRITE_SECONDS
+            if rows and (stopping or due):
                 self._write(rows)
                 rows = []
                 last_write = now
@@ -111,8 +112,13 @@ class RunRecording:
             time.sleep(pause if q else 0.02)
 
     def _write(self, rows: list[tuple]) -> None:
-        if not rows:
-            return
+        pause = 0.0 if self._stop.is_set() else SLICE_SECONDS * (1 / DUTY - 1)
+        for i in range(0, len(rows), BATCH_ROWS):
+            if i:
+                time.sleep(pause)
+            self._write_batch(rows[i : i + BATCH_ROWS])
+
+    def _write_batch(self, rows: list[tuple]) -> None:
         t0 = time.perf_counter()
         if self.store is not None:
             try:
