@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import struct
+import time
 from collections.abc import Iterable
 from datetime import UTC, datetime
 
@@ -69,24 +70,41 @@ class TickDeriver:
         self._sizes = SIZE_FIELDS
         self._finite = finite
         self._sessions: dict[int, _Session] = {}
+        self._reading: tuple[_Session, float] | None = None
+
+    @property
+    def busy(self) -> bool:
+        """True while a read is half decoded (``feed`` ran out of time): ``resume`` it."""
+        return self._reading is not None
 
     def feed(self, kind: int, session: int, t_mono: float, t_wall: float, data: bytes,
-             out: list[tuple]) -> None:  # fmt: skip
-        """Take one recorded event; append the rows it completes to ``out``."""
+             out: list[tuple], deadline: float | None = None) -> bool:  # fmt: skip
+        """Take one recorded event; append the rows it completes to ``out``. With a
+        ``deadline`` (``time.perf_counter()``), a long read stops when it passes and
+        returns False; call ``resume`` later (ib_async's batch state waits meanwhile)."""
+        assert self._reading is None, "resume() the half-decoded read first"
         if kind == Kind.OPEN:
             self._sessions[session] = _Session()
-            return
+            return True
         s = self._sessions.get(session)
         if s is None:
             if kind not in (Kind.TO_SERVER, Kind.TO_CLIENT):
-                return
+                return True
             s = self._sessions[session] = _Session()
         if kind == Kind.TO_SERVER:
             self._client_bytes(s, data)
         elif kind == Kind.TO_CLIENT:
-            self._server_read(s, t_mono, t_wall, data, out)
+            return self._server_read(s, t_mono, t_wall, data, out, deadline)
         elif kind == Kind.CLOSE:
             del self._sessions[session]
+        return True
+
+    def resume(self, out: list[tuple], deadline: float | None = None) -> bool:
+        """Go on decoding the read ``feed`` left half done; True when it is finished."""
+        assert self._reading is not None
+        s, t_mono = self._reading
+        self._reading = None
+        return self._decode(s, t_mono, out, deadline)
 
     def _client_bytes(self, s: _Session, data: bytes) -> None:
         buf = s.to_server
@@ -116,16 +134,26 @@ class TickDeriver:
                     w.endTicker(ticker, "mktData")
 
     def _server_read(self, s: _Session, t_mono: float, t_wall: float, data: bytes,
-                     out: list[tuple]) -> None:  # fmt: skip
-        buf = s.to_client
-        buf += data
-        w, decoder = s.wrapper, s.decoder
+                     out: list[tuple], deadline: float | None) -> bool:  # fmt: skip
+        s.to_client += data
+        w = s.wrapper
         # One socket read = one batch, stamped when it arrived (as tcpDataArrived does).
         w.tcpDataArrived()
         w.lastTime = datetime.fromtimestamp(t_wall, UTC)
         w.time = t_wall
+        return self._decode(s, t_mono, out, deadline)
+
+    def _decode(self, s: _Session, t_mono: float, out: list[tuple],
+                deadline: float | None) -> bool:  # fmt: skip
+        buf, w, decoder = s.to_client, s.wrapper, s.decoder
         tick_msgs = TICK_MESSAGES
+        clock = time.perf_counter
+        n = 0
         while len(buf) >= 4:
+            n += 1
+            if deadline is not None and n & 31 == 0 and clock() > deadline:
+                self._reading = (s, t_mono)
+                return False
             (n,) = _LEN.unpack_from(buf, 0)
             if len(buf) < 4 + n:
                 break
@@ -143,6 +171,7 @@ class TickDeriver:
                 decoder.interpret(f)
         if w.pendingTickers:
             self._rows(w, t_mono, out)
+        return True
 
     def _rows(self, w: object, t_mono: float, out: list[tuple]) -> None:
         fields, sizes, finite, run_id = self._fields, self._sizes, self._finite, self.run_id

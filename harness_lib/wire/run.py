@@ -91,13 +91,18 @@ class RunRecording:
         clock = time.perf_counter
         pause = SLICE_SECONDS * (1 / DUTY - 1)
         feed = self.deriver.feed
+        deriver = self.deriver
         while True:
             stopping = self._stop.is_set()
             t0 = clock()
-            while q:
-                kind, session, t_mono, t_wall, data = q.popleft()
-                feed(kind, session, t_mono, t_wall, data, rows)
-                if not stopping and clock() - t0 > SLICE_SECONDS:
+            deadline = None if stopping else t0 + SLICE_SECONDS
+            while deriver.busy or q:
+                # A big read (hundreds of ticks) is decoded across several slices.
+                if deriver.busy:
+                    done = deriver.resume(rows, deadline)
+                else:
+                    done = feed(*q.popleft(), rows, deadline)
+                if not done or (deadline is not None and clock() > deadline):
                     break
             self.derive_seconds += clock() - t0
             now = time.monotonic()
@@ -106,10 +111,10 @@ class RunRecording:
                 self._write(rows)
                 rows = []
                 last_write = now
-            if stopping and not q:
+            if stopping and not q and not deriver.busy:
                 self._write(rows)
                 return
-            time.sleep(pause if q else 0.02)
+            time.sleep(pause if q or deriver.busy else 0.02)
 
     def _write(self, rows: list[tuple]) -> None:
         pause = 0.0 if self._stop.is_set() else SLICE_SECONDS * (1 / DUTY - 1)
