@@ -23,6 +23,7 @@ with app.setup:
         run_ticks,
         subscribed_at,
     )
+    from harness_lib.wire.replay import replay_for_notebook
 
 
 @app.cell
@@ -225,6 +226,47 @@ def _(checkpoints, run_id, store):
             charts.time_to_first_value_chart(_ticks, subscribed_at(checkpoints)),
             charts.price_spread_chart(_ticks),
             mo.ui.table(_per_field, selection=None, pagination=False),
+        ]
+    )
+    return
+
+
+@app.cell
+def _(run):
+    mo.stop(run is None or mo.app_meta().mode == "script")
+    replay_button = mo.ui.run_button(label="Replay this run offline")
+    mo.vstack(
+        [
+            mo.md(
+                "### Replay\n\nRuns the harness again, with this run's configuration, "
+                "against its wire recording (`harness replay`): same answers, same timing, "
+                "no gateway. The replayed run is stored apart, in `wire/replays.sqlite`."
+            ),
+            replay_button,
+        ]
+    )
+    return (replay_button,)
+
+
+@app.cell
+async def _(args, checkpoints, replay_button, run, run_id):
+    mo.stop(not replay_button.value)
+    _rep, _served, _cps = await replay_for_notebook(args.store, run_id)
+    mo.vstack(
+        [
+            mo.md(
+                f"**Original:** {run['verdict']}: {run['reason']}  \n"
+                f"**Replayed:** {_rep.verdict}: {_rep.reason}  \n"
+                f"{_served.matched} request(s) matched, "
+                f"{len(_served.unmatched)} unmatched"
+                + "".join(f"  \n- unmatched: `{u['request']}`" for u in _served.unmatched)
+            ),
+            mo.hstack(
+                [
+                    charts.checkpoint_timeline_chart(checkpoints),
+                    charts.checkpoint_timeline_chart(_cps),
+                ]
+            ),
         ]
     )
     return

@@ -272,3 +272,44 @@ class _Live:
             for h in hs:
                 h.cancel()
         self.pending.clear()
+
+
+REPLAY_OVERRIDES = {"sim": False, "notify": (), "heartbeat": None, "json_path": None,
+                    "junit_path": None, "allow_live_port": False}  # fmt: skip
+"""A replayed run never notifies, never writes report files, and is never a simulator run
+(it talks to the replay server like to a gateway)."""
+
+
+async def replay_run(store_path: Path, run_id: str, *, speed: float = 1.0,
+                     scratch_store: Path | None = None) -> tuple[Any, ReplayReport]:  # fmt: skip
+    """Run the harness again, with the run's own configuration, against a replay of its
+    recording (``wire/<run_id>.lfwire.gz`` beside the store). The replayed run is recorded
+    in ``scratch_store`` (default ``wire/replays.sqlite``), never in the original store.
+    Returns (the replayed RunReport, what the replay served)."""
+    from harness_lib.config import HarnessConfig
+    from harness_lib.runner import run_harness
+    from harness_lib.store import Store
+    from harness_lib.wire.commands import recording_path, wire_dir
+
+    with Store(store_path, readonly=True) as st:
+        run = st.run(run_id)
+    if run is None:
+        raise ValueError(f"no run {run_id!r} in {store_path}")
+    names = set(HarnessConfig.__dataclass_fields__)
+    config = {k: v for k, v in (run.get("config") or {}).items() if k in names}
+    scratch = scratch_store or wire_dir(store_path) / "replays.sqlite"
+    async with ReplayServer(recording_path(store_path, run_id), speed=speed) as server:
+        cfg = HarnessConfig(**{**config, **REPLAY_OVERRIDES, "host": "127.0.0.1",
+                               "port": server.port, "store": scratch})  # fmt: skip
+        rep = await run_harness(cfg)
+    return rep, server.report
+
+
+async def replay_for_notebook(store_path: Path | str, run_id: str) -> tuple[Any, ReplayReport, Any]:
+    """``replay_run`` for the post-mortem notebook: also returns the replayed run's
+    checkpoints (a frame, as ``Store.checkpoints``) to draw beside the original's."""
+    from harness_lib.store import Store
+
+    rep, served = await replay_run(Path(store_path), run_id)
+    with Store(rep.store_path, readonly=True) as st:
+        return rep, served, st.checkpoints(rep.run_id)

@@ -16,7 +16,7 @@ from harness_lib.runner import run_harness
 from harness_lib.sim import PaperGateway
 from harness_lib.wire.commands import recording_path
 from harness_lib.wire.format import read_recording
-from harness_lib.wire.replay import ReplayServer
+from harness_lib.wire.replay import ReplayServer, replay_for_notebook
 
 CASES: list[Any] = [
     pytest.param("never_ticks", {}, {"tick_deadline": 0.8}, Verdict.STALLED, id="never_ticks"),
@@ -85,3 +85,20 @@ async def test_replay_reproduces_the_verdict_and_reason(
     assert again.verdict == original.verdict
     assert _outcome(again) == _outcome(original)
     assert replay.report.unmatched == [], replay.report.unmatched
+
+
+@pytest.mark.ib_errors(354)
+async def test_replay_run_reruns_a_stored_run_with_its_own_config(tmp_path: Path) -> None:
+    store = tmp_path / "orig.sqlite"
+    async with PaperGateway(scenario="not_subscribed") as gw:
+        cfg = _cfg(tmp_path, "orig", sim=True, scenario="not_subscribed",
+                   notify=("json://127.0.0.1:9/never",))  # fmt: skip
+        original = await run_harness(cfg, gateway=gw)
+    assert original.verdict == Verdict.FAIL
+    rep, served, checkpoints = await replay_for_notebook(store, original.run_id)
+    assert _outcome(rep) == _outcome(original) and served.unmatched == []
+    assert rep.store_path == str(tmp_path / "wire" / "replays.sqlite")
+    assert list(checkpoints["name"])[:2] == ["connected", "accounts_verified"]
+    # It talked to the replay server like to a gateway (the recorded farm notices still
+    # say the recording came from the simulator, so the label says so too).
+    assert rep.target.port != original.target.port and rep.target.scenario != "not_subscribed"
