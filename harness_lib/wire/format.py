@@ -34,10 +34,10 @@ anything is written (see ``mask.py``), so the length prefixes stay valid.
 Why gzip and not zstd: it is in the standard library (no dependency), every machine can
 open it with ``zcat``, zlib releases the GIL while it compresses (so it runs on the other
 core), and at the harness's rates (tens of thousands of ticks a second, ~40 bytes each)
-compression speed is not the bottleneck. Recordings compress about 10:1.
+compression at level 1 runs at about 200 MB/s, far above what a client receives.
 
 A file cut short by a crash is read up to its last complete record: the writer flushes
-the gzip stream (a sync flush) every ``FLUSH_SECONDS``.
+the gzip stream (a sync flush) every ``FLUSH_SECONDS`` (0.1 s).
 """
 
 from __future__ import annotations
@@ -62,9 +62,12 @@ FORMAT_VERSION = 1
 MAGIC = b"LFWIRE\x00" + bytes([FORMAT_VERSION])
 SUFFIX = ".lfwire.gz"
 HEADER = struct.Struct(">BHddI")
-FLUSH_SECONDS = 0.25
-"""How often the writer thread drains the queue, compresses and sync-flushes the file."""
-LEVEL = 6
+FLUSH_SECONDS = 0.1
+"""How often the writer thread drains the queue, compresses and sync-flushes the file: a
+crash loses at most this much, and closing a recording compresses at most this much."""
+LEVEL = 1
+"""zlib level 1: about 4x faster than the default 6 (≈200 MB/s against 50 on tick data)
+for files about 1.5x larger; the box is shared, disk is not the scarce resource."""
 SLICE_SECONDS = 0.0001
 """Background threads hold the GIL for at most about this long at a time (see run.py)."""
 
