@@ -284,6 +284,9 @@ _OBSERVER = """(() => {
 class BrowserWatcher(Watcher):
     """A page in headless chromium, read from the live DOM through a MutationObserver."""
 
+    _accepting = False
+    _held: list[Observation]
+
     async def _session(self) -> None:
         try:
             from playwright.async_api import async_playwright
@@ -295,6 +298,8 @@ class BrowserWatcher(Watcher):
         script = _OBSERVER.replace("__SPEC__", json.dumps(self.extractor.dom_spec())).replace(
             "__READER__", DOM_READER
         )
+        self._accepting = False
+        self._held = []
         async with async_playwright() as pw:
             launch: dict[str, Any] = {"headless": True, "args": CHROMIUM_FLAGS}
             if CHROMIUM.exists():
@@ -314,22 +319,28 @@ class BrowserWatcher(Watcher):
                 if response is not None and response.status >= 400:
                     raise EndpointError(_http_status(response.status))
                 self._connected()
+                # What the page showed while it loaded counts only once it loaded fine.
+                self._accepting = True
+                held, self._held = self._held, []
+                for obs in held:
+                    self.sink(obs)
                 await closed.wait()
             finally:
                 await browser.close()
 
     def _on_dom(self, _source: Any, facts: Any) -> None:
         t_mono, t_wall = time.monotonic(), time.time()
-        self.messages += 1
         if not isinstance(facts, dict) or "error" in facts:
             why = facts.get("error") if isinstance(facts, dict) else repr(facts)
-            self.sink(
-                Observation(
-                    self.ep.name, t_mono, t_wall, error=self.ep.scrub(f"page script: {why}")
-                )
-            )
-            return
-        self.sink(self.extractor.from_dom(facts, t_mono, t_wall))
+            error = self.ep.scrub(f"page script: {why}")
+            obs = Observation(self.ep.name, t_mono, t_wall, error=error)
+        else:
+            obs = self.extractor.from_dom(facts, t_mono, t_wall)
+        if self._accepting:
+            self.messages += 1
+            self.sink(obs)
+        else:
+            self._held.append(obs)
 
 
 _KINDS: dict[str, type[Watcher]] = {
