@@ -70,6 +70,8 @@ class Recorder:
     """Recent store rows (run_id, con_id, ..., seq); ``snapshot`` turns them into TickRows."""
     checkpoints: list[tuple[str, Checkpoint]] = field(default_factory=list)
     messages: deque[IBMessage] = field(init=False)
+    stack_seen: deque[Any] = field(init=False)
+    """Recent stack observations for live views (broker and stack quote side by side)."""
     executions: dict[str, Fill] = field(default_factory=dict)
     commissions: dict[str, CommissionReport] = field(default_factory=dict)
     tick_count: int = 0
@@ -84,6 +86,7 @@ class Recorder:
     def __post_init__(self) -> None:
         self.ticks = deque(maxlen=self.ring_size)
         self.messages = deque(maxlen=2_000)
+        self.stack_seen = deque(maxlen=2_000)
         if not self.order_ref:
             self.order_ref = f"harness:{self.run_id}"
 
@@ -209,6 +212,19 @@ class Recorder:
         if self.store is not None:
             self.store.record_phase(self.run_id, result)
 
+    # --- the user's stack ---------------------------------------------------------------------
+    def stack_observation(self, obs: Any) -> None:
+        """Record what a stack endpoint showed (a ``harness_lib.stack`` Observation)."""
+        with self.lock:
+            self.stack_seen.append(obs)
+        if self.store is not None:
+            self.store.add_stack_observation(self.run_id, obs.to_dict())
+
+    def stack_check(self, result: Any) -> None:
+        """Record one judged stack check (a ``harness_lib.stack`` CheckResult)."""
+        if self.store is not None:
+            self.store.add_stack_check(self.run_id, result.to_dict())
+
     # --- orders, fills, commissions ----------------------------------------------------------
     def order_placed(
         self,
@@ -324,8 +340,10 @@ class Recorder:
             rows = list(self.ticks)[-last_ticks:]
             cps = list(self.checkpoints)
             msgs = list(self.messages)
+            stack = list(self.stack_seen)
         ticks = [TickRow(r[10], *r[1:10]) for r in rows]
-        return {"ticks": ticks, "checkpoints": cps, "messages": msgs, "tick_count": self.tick_count}
+        return {"ticks": ticks, "checkpoints": cps, "messages": msgs,
+                "tick_count": self.tick_count, "stack": stack}  # fmt: skip
 
     async def close(self) -> None:
         """Flush and stop the periodic flusher."""

@@ -240,7 +240,7 @@ async def feed_from_gateway(
         fills = await ib.reqExecutionsAsync()
         mine = [f for f in fills if f.contract.symbol == symbol]
         if mine:
-            ex = max(mine, key=lambda f: f.time).execution
+            ex = mine[-1].execution  # the latest; exec times have 1 s resolution
             hub.publish({"last_trade": {symbol: {"execId": ex.execId, "permId": ex.permId}}})
 
     def on_position(_pos: Any) -> None:
