@@ -1347,7 +1347,7 @@ class Store:
         df["t_wall"] = _utc(df["t_wall"])
         for col in ("has_quote", "has_position"):
             df[col] = df[col].astype(bool)
-        df["trade_ids"] = df["trade_ids"].map(_unjson)
+        df["trade_ids"] = df["trade_ids"].map(lambda x: _unjson(x) if isinstance(x, str) else None)
         return df
 
     def stack_checks(self, run_id: str | None = None) -> pd.DataFrame:

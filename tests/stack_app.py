@@ -26,6 +26,7 @@ import math
 import os
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -215,15 +216,25 @@ def _num(x: Any) -> float | None:
 
 
 async def feed_from_gateway(
-    hub: Hub, ib_port: int, symbol: str, *, null_quotes: bool, client_id: int
+    hub: Hub,
+    ib_port: int,
+    symbol: str,
+    *,
+    null_quotes: bool,
+    client_id: int,
+    garbage_every: int = 0,
 ) -> None:
-    """Connect like a user's dashboard and echo what the gateway says into ``hub``."""
+    """Connect like a user's dashboard and echo what the gateway says into ``hub``.
+
+    ``garbage_every`` > 0 sends a non-JSON message after every that many quote updates.
+    """
     from ib_async import IB, Stock
 
     ib = IB()
     await ib.connectAsync("127.0.0.1", ib_port, clientId=client_id, timeout=10)
     (contract,) = await ib.qualifyContractsAsync(Stock(symbol, "SMART", "USD"))
     ticker = ib.reqMktData(contract, "", False, False)
+    sent = [0]
 
     def on_tick(t: Any) -> None:
         bid, ask, last = _num(t.bid), _num(t.ask), _num(t.last)
@@ -233,6 +244,9 @@ async def feed_from_gateway(
         if null_quotes:
             quote.update(bid=None, ask=None, last=None)
         hub.publish({"quotes": {symbol: quote}})
+        sent[0] += 1
+        if garbage_every and sent[0] % garbage_every == 0:
+            hub.publish_raw("<html>502 Bad Gateway</html>")
 
     ticker.updateEvent += on_tick
 
@@ -278,6 +292,7 @@ async def _main(args: argparse.Namespace) -> None:
             args.contract,
             null_quotes=args.null_quotes,
             client_id=args.client_id,
+            garbage_every=args.garbage_every,
         )
     )
     print(f"PORT={server.servers[0].sockets[0].getsockname()[1]}", flush=True)
@@ -287,12 +302,19 @@ async def _main(args: argparse.Namespace) -> None:
 
 
 def start_stack_process(
-    ib_port: int, *, null_quotes: bool = False, token: str | None = None, timeout: float = 30
+    ib_port: int,
+    *,
+    null_quotes: bool = False,
+    garbage_every: int = 0,
+    token: str | None = None,
+    timeout: float = 30,
 ) -> tuple[subprocess.Popen[str], int]:
     """Start the tiny stack against a gateway; returns (process, HTTP port)."""
     cmd = [sys.executable, "-m", "tests.stack_app", "--ib-port", str(ib_port), "--port", "0"]
     if null_quotes:
         cmd.append("--null-quotes")
+    if garbage_every:
+        cmd += ["--garbage-every", str(garbage_every)]
     env = {**os.environ, "STACK_TOKEN": token or ""}
     proc = subprocess.Popen(
         cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
@@ -310,9 +332,18 @@ def _read_port(proc: subprocess.Popen[str], timeout: float) -> int:
             break
         lines.append(line)
         if line.startswith("PORT="):
+            # Keep draining so a chatty process never blocks on a full pipe.
+            threading.Thread(target=_drain, args=(proc, lines), daemon=True).start()
             return int(line.strip().split("=", 1)[1])
     proc.kill()
     raise RuntimeError("stack process did not print PORT=: " + "".join(lines)[-2000:])
+
+
+def _drain(proc: subprocess.Popen[str], lines: list[str]) -> None:
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        lines.append(line)
+        del lines[:-200]
 
 
 def start_sim_process(timeout: float = 30) -> tuple[subprocess.Popen[str], int]:
@@ -342,5 +373,6 @@ if __name__ == "__main__":
     parser.add_argument("--contract", default="AAPL")
     parser.add_argument("--client-id", type=int, default=41)
     parser.add_argument("--null-quotes", action="store_true")
+    parser.add_argument("--garbage-every", type=int, default=0)
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(_main(parser.parse_args()))
