@@ -12,13 +12,12 @@ when a chart fails to render, so its exit code alone cannot be trusted.
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import re
 import subprocess
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any
@@ -26,7 +25,7 @@ from typing import Any
 import pandas as pd
 
 from harness_lib.models import Verdict
-from harness_lib.store import DEFAULT_STORE, Store, StoreError
+from harness_lib.store import Store, StoreError
 
 __all__ = [
     "NOTEBOOK",
@@ -39,7 +38,6 @@ __all__ = [
     "load_runs",
     "open_store",
     "order_lifecycle",
-    "postmortem_args",
     "run_exit_code",
     "run_findings",
     "run_ticks",
@@ -69,27 +67,6 @@ class PostmortemError(Exception):
 
 
 # ----------------------------------------------------------------------------- reading
-
-
-def postmortem_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    """Parse ``notebooks/postmortem.py`` arguments: ``--run ID`` and ``--store PATH``.
-
-    ``argv`` defaults to the notebook's own arguments (``sys.argv`` after ``--``). Bad
-    arguments exit 4 (bad input). The result also carries ``exit_at_end`` (True), which
-    tests running ``app.run`` set to False.
-    """
-    from harness_lib.live import ScriptArgumentParser, script_argv
-
-    p = ScriptArgumentParser(
-        prog="notebooks/postmortem.py",
-        description="Post-mortem of stored runs. Script mode prints the run's findings and "
-        "exits with its code: 0 pass, 1 fail, 2 stalled, 3 refused, 4 bad input.",
-    )
-    p.add_argument("--run", default=None, help="run id to drill into (default: the latest)")
-    p.add_argument("--store", default=str(DEFAULT_STORE), help="run store (SQLite file)")
-    args = p.parse_args(script_argv(list(argv) if argv is not None else None))
-    args.exit_at_end = True
-    return args
 
 
 def open_store(path: str | Path) -> tuple[Store | None, str]:

@@ -654,18 +654,22 @@ def _generic_table(
 ) -> str:
     if not rows:
         return f"<p>{_e(empty)}</p>"
+    # Only `harness report --plain` renders this page, and it has pandas loaded already.
+    import pandas as pd
+
     hidden = set(hide)
     cols = [c for c in _columns(rows, preferred) if c not in hidden]
-    head = "".join(f"<th>{_e(c)}</th>" for c in cols)
-    body = []
-    for row in rows:
-        cells = []
-        for c in cols:
-            v = _maybe_json(row.get(c))
-            is_verdict = c == "verdict" and isinstance(v, str) and v
-            cells.append(f"<td>{_verdict_badge(v) if is_verdict else _e(v)}</td>")
-        body.append("<tr>" + "".join(cells) + "</tr>")
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+    # Cells are escaped by _e here, not by to_html: verdict cells hold badge markup.
+    cell = {c: _verdict_cell if c == "verdict" else _e for c in cols}
+    frame = pd.DataFrame(
+        [[cell[c](_maybe_json(row.get(c))) for c in cols] for row in rows],
+        columns=[_e(c) for c in cols],
+    )
+    return frame.to_html(index=False, escape=False, border=0, justify="left")
+
+
+def _verdict_cell(value: Any) -> str:
+    return _verdict_badge(value) if isinstance(value, str) and value else _e(value)
 
 
 def _target_text(run: Mapping[str, Any]) -> tuple[str, bool]:

@@ -11,15 +11,15 @@ with app.setup:
 
     from harness_lib import charts
     from harness_lib.config import HarnessConfig
-    from harness_lib.live import (
+    from harness_lib.live.feed import get_feed
+    from harness_lib.live.views import (
         callout_kind,
-        connection_form,
         format_findings,
-        get_feed,
+        health_markdown,
         messages_html,
-        notebook_args,
         quote_html,
     )
+    from harness_lib.notebook import connection_form, notebook_args
 
 
 @app.cell
@@ -50,43 +50,37 @@ def _():
 
 @app.cell
 def _(args):
-    source, scenario, host, port, client_id, contract = connection_form(
-        args, client_id=args.client_id
-    )
+    form = connection_form(args, client_id=args.client_id)
     reconnect = mo.ui.run_button(label="reconnect")
-    return client_id, contract, host, port, reconnect, scenario, source
+    return form, reconnect
 
 
 @app.cell
-def _(client_id, contract, host, port, reconnect, scenario, source):
-    _where = [scenario] if source.value == "simulator" else [host, port]
-    mo.hstack([source, *_where, client_id, contract, reconnect], justify="start", wrap=True)
+def _(form, reconnect):
+    _where = ["scenario"] if form.value["source"] == "simulator" else ["host", "port"]
+    _shown = ["source", *_where, "client_id", "contract"]
+    mo.hstack([*(form[k] for k in _shown), reconnect], justify="start", wrap=True)
     return
 
 
 @app.cell
-def _(args, client_id, contract, host, port, reconnect, scenario, source):
+def _(args, form, reconnect):
     # The feed keeps one connection for the whole process: connect() closes the previous
     # one, and returns the live session unchanged when nothing changed (re-runs, viewers).
     feed = get_feed()
+    _f = form.value
     _cfg = HarnessConfig(tick_deadline=args.deadline)
-    if source.value == "simulator":
-        feed.start_sim(scenario.value)
-        feed.connect(
-            client_id=int(client_id.value),
-            contract=contract.value,
-            cfg=_cfg,
-            reuse=not reconnect.value,
-        )
-    else:
-        feed.connect(
-            host.value,
-            int(port.value),
-            int(client_id.value),
-            contract.value,
-            cfg=_cfg,
-            reuse=not reconnect.value,
-        )
+    _simulated = _f["source"] == "simulator"
+    if _simulated:
+        feed.start_sim(_f["scenario"])
+    _ready = feed.connect(
+        None if _simulated else _f["host"],
+        None if _simulated else int(_f["port"]),
+        int(_f["client_id"]),
+        _f["contract"],
+        cfg=_cfg,
+        reuse=not reconnect.value,
+    )
     return (feed,)
 
 
@@ -117,11 +111,11 @@ def _(feed, refresh, watched):
 def _(snap):
     mo.callout(
         mo.md(
-            f"**{snap['verdict']}** — {snap['reason']}  \n"
-            f"{snap['target'] or 'not connected'} · {snap['contract'] or ''} · "
-            f"{snap['tick_count']} ticks · state {snap['state']}"
+            f"**{snap.verdict}** — {snap.reason}  \n"
+            f"{snap.target or 'not connected'} · {snap.contract or ''} · "
+            f"{snap.tick_count} ticks · state {snap.state}"
         ),
-        kind=callout_kind(snap["verdict"]),
+        kind=callout_kind(snap.verdict),
     )
     return
 
@@ -134,25 +128,7 @@ def _(snap):
 
 @app.cell
 def _(snap):
-    _h = snap["health"]
-    _accounts = ", ".join(
-        f"{a['account']} ({'paper' if a['paper'] else '**LIVE**'})" for a in _h.get("accounts", [])
-    )
-    _farms = "\n".join(
-        f"- {'✅' if f['ok'] else '🚨'} {f['code']}: {f['message']}" for f in _h.get("farms", [])
-    )
-    mo.md(
-        f"""### Health
-    - **{_h.get("verdict") or "…"}** {_h.get("reason", "not connected")}
-    - server version: {_h.get("server_version") or "—"}
-    - accounts: {_accounts or "—"}
-    - clock skew: {_h.get("clock_skew_s")} s
-
-    Farm notices:
-
-    {_farms or "- none yet"}
-    """
-    )
+    mo.md(health_markdown(snap.health))
     return
 
 
@@ -161,8 +137,8 @@ def _(snap):
     # Small, aggregated charts: each refresh re-sends the whole spec to the browser.
     mo.vstack(
         [
-            charts.price_spread_chart(snap["ticks"], last_seconds=60),
-            charts.interarrival_chart(snap["ticks"]),
+            charts.price_spread_chart(snap.ticks, last_seconds=60),
+            charts.interarrival_chart(snap.ticks),
         ]
     )
     return
@@ -173,7 +149,7 @@ def _(snap):
     mo.vstack(
         [
             mo.md("### IB errors, warnings and notices (newest first)"),
-            mo.Html(messages_html(snap)) if len(snap["messages"]) else mo.md("_nothing yet_"),
+            mo.Html(messages_html(snap)) if len(snap.messages) else mo.md("_nothing yet_"),
         ]
     )
     return
@@ -181,7 +157,7 @@ def _(snap):
 
 @app.cell
 def _(snap):
-    exit_code = snap["verdict"].exit_code
+    exit_code = snap.exit_code
     if mo.app_meta().mode == "script":
         print(format_findings(snap))
     return (exit_code,)

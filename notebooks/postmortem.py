@@ -11,13 +11,13 @@ with app.setup:
 
     from harness_lib import charts
     from harness_lib.models import Verdict
+    from harness_lib.notebook import postmortem_args
     from harness_lib.postmortem import (
         MAX_TICK_RUNS,
         cost_totals,
         filter_runs,
         load_runs,
         open_store,
-        postmortem_args,
         run_exit_code,
         run_findings,
         run_ticks,
@@ -190,50 +190,43 @@ def _(picked, store):
 
 @app.cell
 def _(run, run_id, store):
-    checkpoints = store.checkpoints(run_id) if run is not None else pd.DataFrame()
-    events = store.events(run_id) if run is not None else pd.DataFrame()
-    if run is not None:
-        _out = mo.vstack(
-            [
-                mo.md("### Checkpoints"),
-                charts.checkpoint_timeline_chart(checkpoints),
-                mo.ui.table(
-                    checkpoints[["phase", "name", "t_wall", "detail"]],
-                    selection=None,
-                    pagination=False,
-                ),
-                mo.md("### IB errors, warnings and notices"),
-                mo.ui.table(
-                    events[["t_wall", "kind", "code", "message"]],
-                    selection=None,
-                    pagination=False,
-                )
-                if len(events)
-                else mo.md("_none_"),
-            ]
-        )
-    else:
-        _out = mo.md("")
-    _out
+    mo.stop(run is None)
+    checkpoints = store.checkpoints(run_id)
+    _events = store.events(run_id)
+    mo.vstack(
+        [
+            mo.md("### Checkpoints"),
+            charts.checkpoint_timeline_chart(checkpoints),
+            mo.ui.table(
+                checkpoints[["phase", "name", "t_wall", "detail"]],
+                selection=None,
+                pagination=False,
+            ),
+            mo.md("### IB errors, warnings and notices"),
+            mo.ui.table(
+                _events[["t_wall", "kind", "code", "message"]],
+                selection=None,
+                pagination=False,
+            )
+            if len(_events)
+            else mo.md("_none_"),
+        ]
+    )
     return (checkpoints,)
 
 
 @app.cell
-def _(checkpoints, run, run_id, store):
-    ticks = store.ticks(run_id) if run is not None else pd.DataFrame()
-    if run is not None:
-        _per_field = ticks.groupby("field").size().rename("ticks").reset_index()
-        _out = mo.vstack(
-            [
-                mo.md(f"### Ticks ({len(ticks)})"),
-                charts.time_to_first_value_chart(ticks, subscribed_at(checkpoints)),
-                charts.price_spread_chart(ticks),
-                mo.ui.table(_per_field, selection=None, pagination=False),
-            ]
-        )
-    else:
-        _out = mo.md("")
-    _out
+def _(checkpoints, run_id, store):
+    _ticks = store.ticks(run_id)
+    _per_field = _ticks.groupby("field").size().rename("ticks").reset_index()
+    mo.vstack(
+        [
+            mo.md(f"### Ticks ({len(_ticks)})"),
+            charts.time_to_first_value_chart(_ticks, subscribed_at(checkpoints)),
+            charts.price_spread_chart(_ticks),
+            mo.ui.table(_per_field, selection=None, pagination=False),
+        ]
+    )
     return
 
 

@@ -10,15 +10,10 @@ with app.setup:
 
     from harness_lib import charts
     from harness_lib.config import ConfigError
-    from harness_lib.live import (
-        callout_kind,
-        check_target,
-        connection_form,
-        get_feed,
-        notebook_args,
-        round_trip_config,
-    )
-    from harness_lib.models import Verdict
+    from harness_lib.live.decisions import check_target, round_trip_outcome, trade_gate
+    from harness_lib.live.feed import get_feed
+    from harness_lib.live.views import callout_kind
+    from harness_lib.notebook import connection_form, notebook_args, round_trip_config
     from harness_lib.postmortem import (
         cost_breakdown,
         lifecycle_steps,
@@ -61,34 +56,34 @@ def _():
 
 @app.cell
 def _(args):
-    source, scenario, host, port, client_id, contract = connection_form(
-        args, client_id=args.client_id or 917
-    )
-    return client_id, contract, host, port, scenario, source
+    form = connection_form(args, client_id=args.client_id or 917)
+    return (form,)
 
 
 @app.cell
-def _(client_id, contract, host, port, scenario, source):
-    _where = [scenario] if source.value == "simulator" else [host, port]
-    mo.hstack([source, *_where, client_id, contract], justify="start", wrap=True)
+def _(form):
+    _where = ["scenario"] if form.value["source"] == "simulator" else ["host", "port"]
+    _shown = ["source", *_where, "client_id", "contract"]
+    mo.hstack([form[k] for k in _shown], justify="start", wrap=True)
     return
 
 
 @app.cell
-def _(args, client_id, contract, host, port, scenario, source):
+def _(args, form):
     # Runs execute on the process-wide feed's loop, next to its embedded simulator.
     feed = get_feed()
-    simulated = source.value == "simulator"
+    _f = form.value
+    simulated = _f["source"] == "simulator"
     cfg, cfg_error = None, ""
     try:
         cfg = round_trip_config(
             args,
             simulated=simulated,
-            scenario=scenario.value,
-            host=host.value,
-            port=int(port.value),
-            client_id=int(client_id.value),
-            contract=contract.value,
+            scenario=_f["scenario"],
+            host=_f["host"],
+            port=int(_f["port"]),
+            client_id=int(_f["client_id"]),
+            contract=_f["contract"],
         )
     except ConfigError as _exc:
         cfg_error = str(_exc)
@@ -139,40 +134,33 @@ def _(cfg, cfg_error, check):
 
 @app.cell
 def _(cfg, check):
-    allowed = check is not None and check.paper
-    _what = (
-        f"BUY then SELL {cfg.quantity} {cfg.contract} on paper account {check.target.account}"
-        if allowed
-        else "nothing (the target did not pass the paper guard)"
-    )
-    confirm = mo.ui.checkbox(label=f"I confirm: place {_what}", disabled=not allowed)
+    gate = trade_gate(cfg, check)
+    allowed = gate.allowed
+    confirm = mo.ui.checkbox(label=f"I confirm: place {gate.plan}", disabled=not allowed)
     run_button = mo.ui.run_button(
         label="Run the paper round trip", kind="danger", disabled=not allowed
     )
     mo.vstack([confirm, run_button])
-    return allowed, confirm, run_button
+    return allowed, confirm, gate, run_button
 
 
 @app.cell
-def _(allowed, args, cfg, confirm, feed, run_button, simulated):
+def _(args, cfg, confirm, feed, gate, run_button, simulated):
     # A button click alone never trades: the confirmation must be ticked too (UI), or
-    # --yes given (script).
-    if mo.app_meta().mode == "script":
-        wanted = bool(args.yes)
-    else:
-        wanted = bool(run_button.value and confirm.value)
+    # --yes given (script); and only on a target that passed the paper guard.
+    _asked = dict(
+        script=mo.app_meta().mode == "script",
+        yes=bool(args.yes),
+        clicked=bool(run_button.value),
+        confirmed=bool(confirm.value),
+    )
     report = None
-    if wanted and allowed:
+    if gate.permits(**_asked):
         _gateway = feed.sim if simulated else None
         with mo.status.spinner(title="placing the paper round trip…"):
             report = feed.run(lambda: run_harness(cfg, gateway=_gateway)).result(RUN_TIMEOUT)
     if report is None:
-        _msg = (
-            "Tick the confirmation box, then click **Run**."
-            if allowed and run_button.value and not confirm.value
-            else "No round trip placed yet."
-        )
-        _out = mo.md(_msg)
+        _out = mo.md(gate.prompt(clicked=_asked["clicked"], confirmed=_asked["confirmed"]))
     else:
         _rows = [
             {"phase": str(p.phase), "verdict": str(p.verdict), "reason": p.reason}
@@ -188,7 +176,7 @@ def _(allowed, args, cfg, confirm, feed, run_button, simulated):
             ]
         )
     _out
-    return report, wanted
+    return (report,)
 
 
 @app.cell
@@ -202,88 +190,67 @@ def _(cfg, report):
 
 @app.cell
 def _(report, store):
-    lifecycle = None
-    if store is not None:
-        lifecycle = order_lifecycle(store, report.run_id)
-        _out = mo.vstack(
-            [
-                mo.md("### Order lifecycle"),
-                charts.checkpoint_timeline_chart(lifecycle, title="Order lifecycle"),
-                mo.ui.table(lifecycle_steps(lifecycle), selection=None, pagination=False),
-            ]
-        )
-    else:
-        _out = mo.md("")
-    _out
+    mo.stop(store is None)
+    lifecycle = order_lifecycle(store, report.run_id)
+    mo.vstack(
+        [
+            mo.md("### Order lifecycle"),
+            charts.checkpoint_timeline_chart(lifecycle, title="Order lifecycle"),
+            mo.ui.table(lifecycle_steps(lifecycle), selection=None, pagination=False),
+        ]
+    )
     return (lifecycle,)
 
 
 @app.cell
 def _(report, store):
-    fills = None
-    if store is not None:
-        fills = store.trades(report.run_id)[
-            ["t_wall", "leg", "side", "shares", "price", "decision_mid", "commission",
-             "slippage", "currency", "exec_id"]
-        ]  # fmt: skip
-        _out = mo.vstack(
-            [
-                mo.md("### Fills"),
-                mo.ui.table(fills.round({"slippage": 6}), selection=None, pagination=False),
-            ]
-        )
-    else:
-        _out = mo.md("")
-    _out
+    mo.stop(store is None)
+    fills = store.trades(report.run_id)[
+        ["t_wall", "leg", "side", "shares", "price", "decision_mid", "commission",
+         "slippage", "currency", "exec_id"]
+    ]  # fmt: skip
+    mo.vstack(
+        [
+            mo.md("### Fills"),
+            mo.ui.table(fills.round({"slippage": 6}), selection=None, pagination=False),
+        ]
+    )
     return (fills,)
 
 
 @app.cell
 def _(report, store):
-    costs = None
-    if store is not None:
-        costs = cost_breakdown(store, report.run_id)
-        _out = mo.vstack(
-            [
-                mo.md("### What the test trade cost"),
-                mo.ui.table(costs, selection=None, pagination=False),
-                mo.md(
-                    "Test trades carry the `harness:` order ref; the post-mortem "
-                    "notebook sums them so they can be kept out of strategy P&L."
-                ),
-            ]
-        )
-    else:
-        _out = mo.md("")
-    _out
+    mo.stop(store is None)
+    costs = cost_breakdown(store, report.run_id)
+    mo.vstack(
+        [
+            mo.md("### What the test trade cost"),
+            mo.ui.table(costs, selection=None, pagination=False),
+            mo.md(
+                "Test trades carry the `harness:` order ref; the post-mortem "
+                "notebook sums them so they can be kept out of strategy P&L."
+            ),
+        ]
+    )
     return (costs,)
 
 
 @app.cell
-def _(args, cfg, cfg_error, check, report, store, wanted):
+def _(cfg, cfg_error, check, report, store):
     # The verdict of this notebook, for scripts: the run's, or why nothing was run.
-    if cfg is None:
-        verdict, findings = Verdict.BAD_INPUT, f"bad input: {cfg_error}"
-    elif check is None or not check.paper:
-        verdict = check.result.verdict if check is not None else Verdict.BAD_INPUT
-        if verdict == Verdict.PASS:
-            verdict = Verdict.REFUSED  # passed health, yet not provably paper
-        findings = f"{verdict}: {check.result.reason if check else cfg_error}"
-    elif report is None:
-        verdict = Verdict.REFUSED
-        findings = (
-            f"would place: BUY then SELL {cfg.quantity} {cfg.contract} on paper account "
-            f"{check.target.account} at {check.target.label}; not confirmed "
-            f"({'pass --yes' if mo.app_meta().mode == 'script' else 'tick the box'}), "
-            "nothing was sent"
-        )
-    else:
-        verdict = report.verdict
-        findings = run_findings(store, report.run_id) if store is not None else report.reason
-    if mo.app_meta().mode == "script":
-        print(findings)
-    exit_code = verdict.exit_code
-    return exit_code, verdict
+    _script = mo.app_meta().mode == "script"
+    outcome = round_trip_outcome(
+        cfg,
+        cfg_error,
+        check,
+        report,
+        script=_script,
+        run_findings=run_findings(store, report.run_id) if store is not None else None,
+    )
+    if _script:
+        print(outcome.findings)
+    exit_code = outcome.exit_code
+    return (exit_code,)
 
 
 @app.cell

@@ -154,10 +154,10 @@ async def ticks(ctx: RunContext) -> PhaseResult:
         watch_until = time.monotonic() + cfg.observe_seconds
         await asyncio.sleep(max(0.0, watch_until - time.monotonic()))
         last = arrivals[-1] if arrivals else t_sub
-        quiet = time.monotonic() - last
-        if quiet >= cfg.stale_after:
+        stale = stale_reason(time.monotonic() - last, cfg.stale_after, len(arrivals))
+        if stale is not None:
             verdict = Verdict.FAIL
-            reason = f"stream went stale: no tick for {quiet:.1f}s after {len(arrivals)} updates"
+            reason = stale
             ctx.ticks_live = False
         else:
             verdict = Verdict.PASS
@@ -179,6 +179,15 @@ async def ticks(ctx: RunContext) -> PhaseResult:
     )
     ticker.updateEvent -= on_update
     return p.result(verdict, reason, metrics, evidence)
+
+
+def stale_reason(quiet_s: float, stale_after: float, updates: int) -> str | None:
+    """Why a stream is stale, or None while it is fresh: quiet for ``stale_after`` seconds
+    or more after ``updates`` updates. The one staleness rule: the ticks phase judges its
+    observation window with it and the live feed (:mod:`harness_lib.live`) every snapshot."""
+    if quiet_s < stale_after:
+        return None
+    return f"stream went stale: no tick for {quiet_s:.1f}s after {updates} updates"
 
 
 def _r(x: float | None) -> float | None:

@@ -40,14 +40,17 @@ CHROMIUM_FLAGS = [
 SERVER_START_TIMEOUT = 60.0
 PAGE_TIMEOUT = 60.0
 
-# The bid row of the ticker table: [field, value, first real after (ms), at, data type].
+# A row of the ticker table, found by its first cell (the field name):
+# [field, value, first real after (ms), at, data type].
 READ_ROW = """(field) => {
-  const row = document.querySelector(`table.livefire-quote tr[data-field="${field}"]`);
-  return row ? [...row.querySelectorAll('td')].map(td => td.innerText.trim()) : null;
+  const rows = [...document.querySelectorAll('table.livefire-quote tbody tr')];
+  const row = rows.find(r => r.cells.length && r.cells[0].innerText.trim() === field);
+  return row ? [...row.cells].map(td => td.innerText.trim()) : null;
 }"""
+# The caption starts with the tick count: "123 ticks · market data live".
 READ_TICKS = """() => {
-  const e = document.querySelector('table.livefire-quote .tick-count');
-  return e ? Number(e.innerText) : null;
+  const e = document.querySelector('table.livefire-quote caption');
+  return e ? parseInt(e.innerText, 10) : null;
 }"""
 # Charts render into a canvas or svg inside (possibly nested) shadow roots.
 COUNT_CHARTS = """() => {

@@ -19,15 +19,15 @@ from typing import Any
 import pytest
 
 from harness_lib.config import HarnessConfig
-from harness_lib.live import get_feed, notebook_args, script_argv
+from harness_lib.live.feed import get_feed
 from harness_lib.models import RunReport, Verdict
+from harness_lib.notebook import notebook_args, postmortem_args, script_argv
 from harness_lib.postmortem import (
     PostmortemError,
     cost_totals,
     export_html,
     filter_runs,
     open_store,
-    postmortem_args,
     session_errors,
 )
 from harness_lib.runner import run_harness
@@ -139,23 +139,25 @@ def test_live_ticks_fills_in_bid_and_ask() -> None:
     args = notebook_args("live_ticks", ["--sim", "--seconds", "1.5"])
     outputs, defs = run_app("live_ticks", args)
     snap = defs["snap"]
-    assert math.isfinite(snap["quote"]["bid"]) and math.isfinite(snap["quote"]["ask"])
-    assert snap["first_seconds"]["bid"] is not None and snap["first_seconds"]["bid"] < 1.0
-    assert snap["first_seconds"]["ask"] is not None
-    assert snap["tick_count"] > 5
+    assert math.isfinite(snap.quote["bid"]) and math.isfinite(snap.quote["ask"])
+    assert snap.first_seconds["bid"] is not None and snap.first_seconds["bid"] < 1.0
+    assert snap.first_seconds["ask"] is not None
+    assert snap.tick_count > 5
     assert defs["exit_code"] == 0
     page = html_of(outputs)
-    row = re.search(r'<tr data-field="bid"><td[^>]*>bid</td><td[^>]*>([^<]+)</td>', page)
+    row = re.search(r"<td[^>]*>bid</td>\s*<td[^>]*>([^<]+)</td>", page)
     assert row is not None and float(row.group(1)) > 0
     assert "Farm notices" in page and "2104" in page
+    # No cell shows a stray return value (such as connect()'s future).
+    assert not [o for o in outputs if o is not None and not hasattr(o, "text")]
 
 
 def test_live_ticks_says_when_nothing_ticks() -> None:
     args = notebook_args("live_ticks", ["--scenario", "never_ticks", "--seconds", "0.5"])
     _, defs = run_app("live_ticks", args)
-    assert defs["snap"]["verdict"] == Verdict.STALLED
-    assert "first tick" in defs["snap"]["reason"]
-    assert math.isnan(defs["snap"]["quote"]["bid"])
+    assert defs["snap"].verdict == Verdict.STALLED
+    assert "first tick" in defs["snap"].reason
+    assert math.isnan(defs["snap"].quote["bid"])
     assert defs["exit_code"] == Verdict.STALLED.exit_code
 
 
@@ -172,7 +174,8 @@ def test_live_ticks_script_exits_with_the_verdict_code(scripts: dict[str, Any]) 
 def test_round_trip_places_confirms_and_reads_back_the_run(isolated: Path) -> None:
     store = isolated / "h.sqlite"
     args = notebook_args("round_trip", ["--sim", "--yes", "--store", str(store)])
-    _, defs = run_app("round_trip", args)
+    outputs, defs = run_app("round_trip", args)
+    assert not [o for o in outputs if o is not None and not hasattr(o, "text")]
     report = defs["report"]
     assert report is not None and report.verdict == Verdict.PASS, report and report.reason
     assert defs["exit_code"] == 0

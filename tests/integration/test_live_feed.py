@@ -11,15 +11,11 @@ import pytest
 
 from harness_lib import charts
 from harness_lib.config import HarnessConfig
-from harness_lib.live import (
-    LIVE_CLIENT_ID,
-    TICK_COLUMNS,
-    LiveFeed,
-    check_target,
-    get_feed,
-    quote_html,
-    quote_table,
-)
+from harness_lib.live import LIVE_CLIENT_ID
+from harness_lib.live.decisions import check_target
+from harness_lib.live.feed import LiveFeed, get_feed
+from harness_lib.live.snapshot import TICK_COLUMNS, Account, Snapshot
+from harness_lib.live.views import quote_html, quote_table
 from harness_lib.models import Verdict
 from harness_lib.runner import run_harness
 
@@ -49,8 +45,8 @@ def wait(pred, timeout: float = 5.0) -> None:  # type: ignore[no-untyped-def]
         time.sleep(0.02)
 
 
-def both_real(snap: dict) -> bool:  # type: ignore[type-arg]
-    return math.isfinite(snap["quote"]["bid"]) and math.isfinite(snap["quote"]["ask"])
+def both_real(snap: Snapshot) -> bool:
+    return math.isfinite(snap.quote["bid"]) and math.isfinite(snap.quote["ask"])
 
 
 @pytest.fixture
@@ -65,28 +61,30 @@ def feed() -> Iterator[LiveFeed]:
 def test_quotes_turn_real_with_first_value_times(feed: LiveFeed) -> None:
     feed.start_sim("healthy")
     before = feed.snapshot()
-    assert before["verdict"] == Verdict.SKIPPED and not before["connected"]
+    assert before.verdict == Verdict.SKIPPED and not before.connected
     result = feed.connect(contract="AAPL", cfg=FAST).result(10)
-    assert result["health"].verdict == Verdict.PASS
-    assert result["ticks"].verdict == Verdict.PASS
+    assert result.health.verdict == Verdict.PASS
+    assert result.ticks is not None and result.ticks.verdict == Verdict.PASS
 
-    snap = feed.wait_for(lambda s: s["tick_count"] >= 10, 5)
+    snap = feed.wait_for(lambda s: s.tick_count >= 10, 5)
     assert both_real(snap)
-    assert snap["verdict"] == Verdict.PASS, snap["reason"]
+    assert snap.verdict == Verdict.PASS, snap.reason
     # Times are measured from the subscription, as the ticks phase measures them.
-    assert 0 < snap["first_seconds"]["bid"] < 1.0
-    assert snap["first_at"]["ask"] is not None
-    assert snap["market_data"] == "live"
-    assert snap["health"]["server_version"] == 178
-    assert snap["health"]["accounts"] == [{"account": "DU****567", "paper": True}]
-    assert {f["code"] for f in snap["health"]["farms"]} >= {2104, 2106}
+    assert 0 < snap.first_seconds["bid"] < 1.0
+    assert snap.first_at["ask"] is not None
+    assert snap.market_data == "live"
+    assert snap.health.server_version == 178
+    assert snap.health.accounts == (Account("DU****567", paper=True),)
+    assert {f.code for f in snap.health.farms} >= {2104, 2106}
 
     table = quote_table(snap)
     assert list(table["field"]) == ["bid", "ask", "last", "bidSize", "askSize"]
     assert table["first real after (ms)"].notna().all()
-    assert 'data-field="bid"' in quote_html(snap)
+    page = quote_html(snap)
+    assert 'class="livefire-quote"' in page
+    assert f">{snap.quote['bid']:g}</td>" in page  # the real bid, not nan
 
-    ticks = snap["ticks"]
+    ticks = snap.ticks
     assert list(ticks.columns) == list(TICK_COLUMNS)
     assert set(ticks["field"]) >= {"bid", "ask"}
     # The snapshot's frame is what the live charts draw.
@@ -118,62 +116,62 @@ def test_rerunning_with_the_same_settings_keeps_the_session(feed: LiveFeed) -> N
     # A different contract is a different session (and still one connection).
     feed.connect(contract="EUR.USD", cfg=FAST).result(10)
     wait(lambda: established_to(port) == 1)
-    assert feed.snapshot()["contract"] == "EUR.USD"
+    assert feed.snapshot().contract == "EUR.USD"
 
 
 def test_switching_to_never_ticks_says_so(feed: LiveFeed) -> None:
     feed.start_sim("healthy")
     feed.connect(cfg=FAST).result(10)
-    assert feed.wait_for(both_real, 3)["verdict"] == Verdict.PASS
+    assert feed.wait_for(both_real, 3).verdict == Verdict.PASS
 
     switched = feed.set_scenario("never_ticks")
     assert switched is not None
     waiting = feed.snapshot()
-    assert waiting["scenario"] == "never_ticks"
-    assert waiting["verdict"] == Verdict.STALLED
-    assert math.isnan(waiting["quote"]["bid"])
+    assert waiting.scenario == "never_ticks"
+    assert waiting.verdict == Verdict.STALLED
+    assert math.isnan(waiting.quote["bid"])
 
     result = switched.result(10)
-    assert result["ticks"].verdict == Verdict.STALLED
+    assert result.ticks.verdict == Verdict.STALLED
     snap = feed.snapshot()
-    assert snap["verdict"] == Verdict.STALLED
-    assert "no tick" in snap["reason"]
-    assert snap["tick_count"] == 0
+    assert snap.verdict == Verdict.STALLED
+    assert "no tick" in snap.reason
+    assert snap.tick_count == 0
 
 
 def test_a_stream_that_stops_is_reported_stale(feed: LiveFeed) -> None:
     feed.start_sim("stale_stream", stale_after=0.6)
     cfg = HarnessConfig(client_id=LIVE_CLIENT_ID, tick_deadline=1.0, stale_after=0.5)
     feed.connect(cfg=cfg).result(10)
-    snap = feed.wait_for(lambda s: s["verdict"] != Verdict.PASS, 4)
-    assert snap["verdict"] == Verdict.FAIL
-    assert "stale" in snap["reason"]
+    snap = feed.wait_for(lambda s: s.verdict != Verdict.PASS, 4)
+    assert snap.verdict == Verdict.FAIL
+    assert "stale" in snap.reason
 
 
 @pytest.mark.ib_errors(354)
 def test_ib_errors_are_logged_with_their_codes(feed: LiveFeed) -> None:
     feed.start_sim("not_subscribed")
     result = feed.connect(cfg=FAST).result(10)
-    assert result["ticks"].verdict == Verdict.FAIL
+    assert result.ticks.verdict == Verdict.FAIL
     snap = feed.snapshot()
-    log = snap["messages"]
+    log = snap.messages
     hit = log[log["code"] == 354]
     assert len(hit) == 1 and hit["kind"].iloc[0] == "error"
     assert "not subscribed" in hit["message"].iloc[0]
-    assert snap["verdict"] == Verdict.FAIL
-    assert "354" in snap["reason"]
+    assert snap.verdict == Verdict.FAIL
+    assert "354" in snap.reason
 
 
 def test_a_live_account_is_refused_and_not_kept_connected(feed: LiveFeed) -> None:
     port = feed.start_sim("live_account")
     result = feed.connect(cfg=FAST).result(10)
-    assert result["health"].verdict == Verdict.REFUSED
-    assert result["ticks"] is None
+    assert result.health.verdict == Verdict.REFUSED
+    assert result.ticks is None
     wait(lambda: established_to(port) == 0)
     snap = feed.snapshot()
-    assert snap["verdict"] == Verdict.REFUSED
-    assert "non-paper" in snap["reason"]
-    assert snap["health"]["accounts"] == [{"account": "U****321", "paper": False}]
+    assert snap.verdict == Verdict.REFUSED
+    assert "non-paper" in snap.reason
+    assert snap.health.accounts == (Account("U****321", paper=False),)
 
 
 @pytest.mark.allow_peer_close
@@ -182,13 +180,13 @@ def test_a_dropped_connection_is_reported(feed: LiveFeed) -> None:
     feed.connect(cfg=FAST).result(10)
     assert feed.sim is not None
     feed.run(lambda: _drop(feed)).result(5)
-    snap = feed.wait_for(lambda s: s["state"] == "disconnected", 5)
-    assert snap["verdict"] == Verdict.FAIL
-    assert "lost" in snap["reason"]
-    assert not snap["connected"]
+    snap = feed.wait_for(lambda s: s.state == "disconnected", 5)
+    assert snap.verdict == Verdict.FAIL
+    assert "lost" in snap.reason
+    assert not snap.connected
     # Re-running the connect cell reconnects (a dead session is never reused).
     feed.connect(cfg=FAST).result(10)
-    assert feed.wait_for(both_real, 3)["verdict"] == Verdict.PASS
+    assert feed.wait_for(both_real, 3).verdict == Verdict.PASS
 
 
 async def _drop(feed: LiveFeed) -> int:
@@ -199,11 +197,11 @@ async def _drop(feed: LiveFeed) -> int:
 def test_a_blocked_caller_does_not_stop_the_feed(feed: LiveFeed) -> None:
     feed.start_sim("healthy", tick_interval=0.05)
     feed.connect(cfg=FAST).result(10)
-    before = feed.snapshot()["tick_count"]
+    before = feed.snapshot().tick_count
     time.sleep(1.0)  # a slow cell: blocking, no await
     after = feed.snapshot()
-    assert after["tick_count"] - before >= 20
-    assert after["last_tick_age_s"] is not None and after["last_tick_age_s"] < 0.5
+    assert after.tick_count - before >= 20
+    assert after.last_tick_age_s is not None and after.last_tick_age_s < 0.5
 
 
 def test_runs_phases_and_the_harness_on_the_feed_loop(feed: LiveFeed, tmp_path: Path) -> None:
@@ -220,7 +218,7 @@ def test_runs_phases_and_the_harness_on_the_feed_loop(feed: LiveFeed, tmp_path: 
     assert report.verdict == Verdict.PASS, report.reason
     assert report.metric("total_cost") > 0
     # Client 917 came and went; the live view (919) never noticed.
-    assert feed.snapshot()["verdict"] == Verdict.PASS
+    assert feed.snapshot().verdict == Verdict.PASS
     assert established_to(port) == 1
 
 
@@ -249,6 +247,6 @@ def test_stop_disconnects_and_the_next_get_feed_starts_afresh() -> None:
     fresh = get_feed()
     try:
         assert fresh is not feed and fresh.alive
-        assert fresh.snapshot()["verdict"] == Verdict.SKIPPED
+        assert fresh.snapshot().verdict == Verdict.SKIPPED
     finally:
         fresh.stop()

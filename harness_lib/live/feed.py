@@ -19,22 +19,19 @@ checkpoints and IB messages, so a notebook shows exactly what ``harness run`` ju
     feed = get_feed()
     feed.start_sim("healthy")                  # embedded simulator on the feed loop
     feed.connect(contract="AAPL")              # health + ticks, then keeps streaming
-    snap = feed.snapshot()                     # dict: quote, first-value times, ticks ...
+    snap = feed.snapshot()                     # a Snapshot: verdict, quote, ticks ...
     report = feed.run(lambda: run_harness(cfg, gateway=feed.sim)).result()
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import atexit
 import concurrent.futures
 import contextlib
 import dataclasses
-import html
 import logging
 import math
-import sys
 import threading
 import time
 from collections import deque
@@ -42,91 +39,34 @@ from collections.abc import Awaitable, Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-import pandas as pd
 from ib_async import Ticker
 
-from harness_lib.config import HarnessConfig, load_config
+from harness_lib.config import HarnessConfig
 from harness_lib.connection import BAD_FARM_CODES, GOOD_FARM_CODES, kind_of
-from harness_lib.models import IBMessage, PhaseResult, Target, Verdict
+from harness_lib.live import LIVE_CLIENT_ID
+from harness_lib.live.snapshot import (
+    Account,
+    FarmNotice,
+    HealthPanel,
+    SessionPhases,
+    Snapshot,
+    checkpoints_frame,
+    live_verdict,
+    messages_frame,
+    ticks_frame,
+)
+from harness_lib.models import IBMessage, RunReport
 from harness_lib.phases import RunContext, health, ticks
 from harness_lib.phases.base import is_real
-from harness_lib.phases.ticks import MDT_NAMES
+from harness_lib.phases.ticks import FIELDS, MDT_NAMES
 from harness_lib.safety import is_paper_account, mask_account
 from harness_lib.sim import PaperGateway, Scenario, parse_scenario
 
-__all__ = [
-    "CONTRACT_CHOICES",
-    "LIVE_CLIENT_ID",
-    "QUOTE_FIELDS",
-    "TICK_COLUMNS",
-    "HealthCheck",
-    "LiveFeed",
-    "ScriptArgumentParser",
-    "callout_kind",
-    "check_target",
-    "feed_running",
-    "format_findings",
-    "get_feed",
-    "messages_html",
-    "notebook_args",
-    "quote_html",
-    "quote_table",
-    "round_trip_config",
-    "script_argv",
-]
+__all__ = ["LiveFeed", "get_feed"]
 
 log = logging.getLogger("harness_lib.live")
 
 T = TypeVar("T")
-
-LIVE_CLIENT_ID = 919
-"""The live view's default clientId: not the runner's 917, so a notebook that also starts
-a run (round trip, health probe) never collides with its own live connection (IB 326)."""
-
-QUOTE_FIELDS: tuple[str, ...] = ("bid", "ask", "last", "bidSize", "askSize")
-"""Ticker fields the live table shows, in display order."""
-
-CONTRACT_CHOICES: tuple[str, ...] = ("AAPL", "EUR.USD", "MES", "ILLQ", "NOSUB")
-"""Contracts offered by the notebooks' pickers: the simulator's catalogue (ILLQ never
-ticks, NOSUB is not subscribed), which are also ordinary specs for a real gateway."""
-
-
-def connection_form(args: argparse.Namespace, *, client_id: int) -> tuple[Any, ...]:
-    """The connection widgets both live notebooks show, from their parsed arguments:
-    ``(source, scenario, host, port, client_id, contract)`` as marimo UI elements.
-
-    Returned as a tuple so each notebook can bind them to globals (marimo only reacts to
-    UI elements held in global names).
-    """
-    import marimo as mo
-
-    from harness_lib.sim.scenarios import Scenario
-
-    source = mo.ui.radio(
-        options=["simulator", "gateway"],
-        value="gateway" if args.gateway else "simulator",
-        label="connect to",
-        inline=True,
-    )
-    scenario = mo.ui.dropdown(
-        options=[s.value for s in Scenario], value=args.scenario, label="scenario"
-    )
-    host = mo.ui.text(value=args.host, label="host")
-    port = mo.ui.number(start=1, stop=65535, value=args.port or 4002, label="port")
-    cid = mo.ui.number(start=0, stop=2**31 - 1, value=client_id, label="clientId")
-    contract = mo.ui.dropdown(
-        options=list(dict.fromkeys([args.contract.upper(), *CONTRACT_CHOICES])),
-        value=args.contract.upper(),
-        label="contract",
-    )
-    return source, scenario, host, port, cid, contract
-
-
-TICK_COLUMNS: tuple[str, ...] = (
-    "run_id", "seq", "con_id", "symbol", "field", "tick_type", "price", "size",
-    "t_mono", "t_wall", "t_wall_epoch", "market_data_type",
-)  # fmt: skip
-"""Columns of ``snapshot()["ticks"]``: the store's ticks columns, so charts take either."""
 
 RECENT_TICKS = 2_000
 """Ticks a snapshot carries for charts; live charts re-send their data on every refresh."""
@@ -135,51 +75,6 @@ LOG_SIZE = 500
 """IB messages and feed events kept for the log (oldest dropped first)."""
 
 _STOP_TIMEOUT = 10.0
-
-
-# ------------------------------------------------------------------------- health probe
-
-
-@dataclasses.dataclass(frozen=True)
-class HealthCheck:
-    """The health phase's verdict on a target, without subscribing or ordering anything.
-
-    ``paper`` is True only when the health phase passed, which includes the paper guard
-    (every managed account is a paper account) and the port guard.
-    """
-
-    result: PhaseResult
-    target: Target
-
-    @property
-    def paper(self) -> bool:
-        """True when the target passed health and every managed account is paper."""
-        return self.result.verdict == Verdict.PASS and all(
-            is_paper_account(a) for a in self.target.accounts
-        )
-
-    @property
-    def accounts(self) -> list[tuple[str, bool]]:
-        """(masked account, is paper) for each managed account."""
-        return [(mask_account(a), is_paper_account(a)) for a in self.target.accounts]
-
-
-async def check_target(
-    cfg: HarnessConfig, *, host: str, port: int, simulated: bool = False
-) -> HealthCheck:
-    """Run the health phase (connect, accounts, paper guard, clock, farms) and disconnect.
-
-    Used by the round-trip notebook to decide whether its run button may be enabled.
-    """
-    ctx = RunContext.create(cfg, host=host, port=port, simulated=simulated)
-    ctx.rec.attach(ctx.conn)
-    try:
-        result = await health(ctx)
-    finally:
-        await ctx.rec.close()
-        ctx.rec.detach(ctx.conn)
-        ctx.conn.disconnect()
-    return HealthCheck(result=result, target=ctx.target)
 
 
 # ---------------------------------------------------------------------------- sessions
@@ -194,17 +89,16 @@ class _Session:
     sim_generation: int
     started_mono: float = dataclasses.field(default_factory=time.monotonic)
     task: asyncio.Task[None] | None = None
-    ready: concurrent.futures.Future[dict[str, PhaseResult | None]] = dataclasses.field(
+    ready: concurrent.futures.Future[SessionPhases] = dataclasses.field(
         default_factory=concurrent.futures.Future
     )
-    health: PhaseResult | None = None
-    ticks: PhaseResult | None = None
+    phases: SessionPhases = dataclasses.field(default_factory=SessionPhases)
     state: str = "connecting"
     """connecting → subscribing → streaming, or failed / disconnected / closed."""
     problem: str = ""
     ticker: Ticker | None = None
     quote: dict[str, float] = dataclasses.field(
-        default_factory=lambda: dict.fromkeys(QUOTE_FIELDS, math.nan)
+        default_factory=lambda: dict.fromkeys(FIELDS, math.nan)
     )
     market_data_type: int | None = None
     first_mono: dict[str, float] = dataclasses.field(default_factory=dict)
@@ -343,7 +237,7 @@ class LiveFeed:
 
     def set_scenario(
         self, scenario: str | Scenario, **params: Any
-    ) -> concurrent.futures.Future[dict[str, PhaseResult | None]] | None:
+    ) -> concurrent.futures.Future[SessionPhases] | None:
         """Switch the embedded simulator's scenario and reconnect the live session if it is
         on the simulator, so subscription-time behaviours (not_subscribed, delayed_only,
         live_account) apply too. Returns the new session's ready future, or None."""
@@ -366,7 +260,7 @@ class LiveFeed:
         *,
         cfg: HarnessConfig | None = None,
         reuse: bool = True,
-    ) -> concurrent.futures.Future[dict[str, PhaseResult | None]]:
+    ) -> concurrent.futures.Future[SessionPhases]:
         """Connect and subscribe, closing the previous connection first (one per process).
 
         ``host``/``port`` default to the embedded simulator when it runs. The session runs
@@ -375,8 +269,8 @@ class LiveFeed:
         the same target, clientId, contract and simulator scenario as the live session
         keeps that session: re-running a cell, or a second viewer, changes nothing.
 
-        Returns a future resolving to ``{"health": PhaseResult, "ticks": PhaseResult|None}``
-        when the ticks phase has concluded; the feed keeps streaming after that.
+        Returns a future resolving to the session's :class:`SessionPhases` (health, and
+        ticks or None) when the ticks phase has concluded; the feed keeps streaming after that.
         Raises ValueError when no port is given and no simulator runs, RuntimeError after
         :meth:`stop`.
         """
@@ -411,7 +305,7 @@ class LiveFeed:
 
     async def _open(
         self, key: tuple[Any, ...], cfg: HarnessConfig, simulated: bool, generation: int
-    ) -> concurrent.futures.Future[dict[str, PhaseResult | None]]:
+    ) -> concurrent.futures.Future[SessionPhases]:
         old = self._session
         if old is not None:
             await self._close(old)
@@ -444,29 +338,31 @@ class LiveFeed:
         ib.disconnectedEvent += lambda: self._on_disconnected(s)
         self._note(f"connecting to {s.label} as clientId {ctx.cfg.client_id} ({ctx.cfg.contract})")
         try:
-            s.health = await health(ctx)
-            if not s.health.ok:
-                s.state, s.problem = "failed", s.health.reason
+            h = await health(ctx)
+            s.phases = SessionPhases(health=h)
+            if not h.ok:
+                s.state, s.problem = "failed", h.reason
                 # A refused target (live account, live port) keeps no connection open.
                 ctx.conn.disconnect()
-                self._note(f"health {s.health.verdict}: {s.health.reason}", kind="error")
+                self._note(f"health {h.verdict}: {h.reason}", kind="error")
             else:
                 s.state = "subscribing"
-                s.ticks = await ticks(ctx)
+                t = await ticks(ctx)
+                s.phases = SessionPhases(health=h, ticks=t)
                 s.ticker = ctx.ticker
                 if s.state == "subscribing":
                     s.state = "streaming"
-                self._note(f"ticks {s.ticks.verdict}: {s.ticks.reason}")
-            _resolve(s.ready, {"health": s.health, "ticks": s.ticks})
+                self._note(f"ticks {t.verdict}: {t.reason}")
+            _resolve(s.ready, s.phases)
             # Keep the subscription open: the recorder and the handlers keep collecting.
             await asyncio.Event().wait()
         except asyncio.CancelledError:
-            _resolve(s.ready, {"health": s.health, "ticks": s.ticks})
+            _resolve(s.ready, s.phases)
             raise
         except Exception as exc:  # a phase bug must not kill the feed thread
             log.exception("live session failed")
             s.state, s.problem = "failed", f"{exc.__class__.__name__}: {exc}"
-            _resolve(s.ready, {"health": s.health, "ticks": s.ticks})
+            _resolve(s.ready, s.phases)
         finally:
             if s.state not in ("disconnected", "failed"):
                 s.state = "closed"
@@ -507,7 +403,7 @@ class LiveFeed:
                     s.subscribed_mono = _checkpoint_mono(s, "subscribed")
                 if t.ticks:
                     s.last_tick_mono = now
-                for f in QUOTE_FIELDS:
+                for f in FIELDS:
                     value = float(getattr(t, f))
                     s.quote[f] = value
                     if f not in s.first_mono and is_real(value, size=f.endswith("Size")):
@@ -547,20 +443,10 @@ class LiveFeed:
         """How many IB connections the feed holds open (0 or 1; for tests and the UI)."""
         return int(self.connected)
 
-    def snapshot(self, recent_ticks: int = RECENT_TICKS) -> dict[str, Any]:
-        """A consistent, thread-safe copy of what the live view shows.
-
-        Keys: ``connected``, ``state``, ``target`` (label), ``contract``, ``scenario``,
-        ``quote`` ({field: float, nan until known}), ``market_data_type`` and
-        ``market_data`` (live/frozen/delayed/...), ``first_seconds`` ({field: seconds
-        from subscribing to the first real value, or None}), ``first_at`` ({field: UTC
-        datetime or None}), ``tick_count``, ``last_tick_age_s``, ``ticks`` (DataFrame of
-        the most recent ticks, :data:`TICK_COLUMNS`), ``messages`` (DataFrame: t_wall,
-        source, kind, code, req_id, message; newest last), ``checkpoints`` (DataFrame:
-        phase, name, t_mono, t_wall, detail), ``health`` (dict for the health panel),
-        ``phases`` ({"health": PhaseResult|None, "ticks": PhaseResult|None}), ``verdict``
-        (:class:`Verdict`) and ``reason`` (why, in one line), ``stale_after``, ``taken_at``.
-        """
+    def snapshot(self, recent_ticks: int = RECENT_TICKS) -> Snapshot:
+        """A consistent, thread-safe copy of what the live view shows (see :class:`Snapshot`),
+        judged by :func:`~harness_lib.live.snapshot.live_verdict`; ``recent_ticks`` bounds
+        the tick frame the charts draw."""
         now = time.monotonic()
         with self._lock:
             s = self._session
@@ -570,36 +456,9 @@ class LiveFeed:
             if s is not None:
                 live = (dict(s.quote), dict(s.first_mono), dict(s.first_wall),
                         s.market_data_type, s.last_tick_mono, s.subscribed_mono)  # fmt: skip
-        messages = pd.DataFrame(
-            log_rows, columns=["t_wall", "source", "kind", "code", "req_id", "message"]
-        )
-        messages["code"] = pd.to_numeric(messages["code"]).astype("Int64")
-        messages["req_id"] = pd.to_numeric(messages["req_id"]).astype("Int64")
-        snap: dict[str, Any] = {
-            "connected": False,
-            "state": "not connected",
-            "target": None,
-            "contract": None,
-            "scenario": scenario,
-            "quote": dict.fromkeys(QUOTE_FIELDS, math.nan),
-            "market_data_type": None,
-            "market_data": None,
-            "first_seconds": dict.fromkeys(QUOTE_FIELDS),
-            "first_at": dict.fromkeys(QUOTE_FIELDS),
-            "tick_count": 0,
-            "last_tick_age_s": None,
-            "ticks": _ticks_frame([]),
-            "messages": messages,
-            "checkpoints": _checkpoints_frame([]),
-            "health": {},
-            "phases": {"health": None, "ticks": None},
-            "stale_after": None,
-            "taken_at": datetime.now(UTC),
-            "verdict": Verdict.SKIPPED,
-            "reason": "not connected",
-        }
+        messages = messages_frame(log_rows)
         if s is None or live is None:
-            return snap
+            return Snapshot(scenario=scenario, messages=messages)
         quote, first_mono, first_wall, mdt, last_tick, t0 = live
         if mdt is None and s.ctx.ticker is not None:
             # IB announces the data type before the first tick (never_ticks shows it too).
@@ -607,30 +466,49 @@ class LiveFeed:
         rec = s.ctx.rec.snapshot(last_ticks=recent_ticks)
         if t0 is None:
             t0 = _checkpoint_mono(s, "subscribed")
-        snap.update(
+        market_data = MDT_NAMES.get(mdt, str(mdt)) if mdt is not None else None
+        phases = s.phases
+        concluded = [p for p in (phases.health, phases.ticks) if p is not None]
+        report = RunReport(run_id=s.ctx.run_id, target=s.ctx.target, contract=s.ctx.cfg.contract,
+                           phases=concluded)  # fmt: skip
+        quiet_from = last_tick if last_tick is not None else t0
+        verdict, reason = live_verdict(
+            report,
+            state=s.state,
+            problem=s.problem,
+            waited_s=now - s.started_mono,
+            tick_count=rec["tick_count"],
+            quiet_s=None if quiet_from is None else now - quiet_from,
+            stale_after=s.ctx.cfg.stale_after,
+            quote=quote,
+            market_data=market_data,
+        )
+        return Snapshot(
+            verdict=verdict,
+            reason=reason,
             connected=s.ctx.conn.ib.isConnected(),
             state=s.state,
             target=s.label,
             contract=s.ctx.cfg.contract,
+            scenario=scenario,
             quote=quote,
             market_data_type=mdt,
-            market_data=MDT_NAMES.get(mdt, str(mdt)) if mdt is not None else None,
-            first_seconds={f: _since(first_mono.get(f), t0) for f in QUOTE_FIELDS},
-            first_at={f: first_wall.get(f) for f in QUOTE_FIELDS},
+            market_data=market_data,
+            first_seconds={f: _since(first_mono.get(f), t0) for f in FIELDS},
+            first_at={f: first_wall.get(f) for f in FIELDS},
             tick_count=rec["tick_count"],
             last_tick_age_s=None if last_tick is None else now - last_tick,
-            ticks=_ticks_frame(rec["ticks"]),
-            checkpoints=_checkpoints_frame(rec["checkpoints"]),
+            ticks=ticks_frame(rec["ticks"]),
+            messages=messages,
+            checkpoints=checkpoints_frame(rec["checkpoints"]),
             health=_health_panel(s),
-            phases={"health": s.health, "ticks": s.ticks},
+            phases=phases,
             stale_after=s.ctx.cfg.stale_after,
         )
-        snap["verdict"], snap["reason"] = _judge(s, snap, now)
-        return snap
 
     def wait_for(
-        self, pred: Callable[[dict[str, Any]], bool], timeout: float, step: float = 0.1
-    ) -> dict[str, Any]:
+        self, pred: Callable[[Snapshot], bool], timeout: float, step: float = 0.1
+    ) -> Snapshot:
         """Poll :meth:`snapshot` until ``pred(snapshot)`` holds or ``timeout`` passes; return
         the last snapshot (blocking; for scripts and tests, not for UI cells)."""
         deadline = time.monotonic() + timeout
@@ -689,12 +567,6 @@ def get_feed() -> LiveFeed:
         return _FEED
 
 
-def feed_running() -> bool:
-    """True when a process-wide feed exists and runs (does not start one)."""
-    feed = _FEED
-    return feed is not None and feed.alive
-
-
 def _forget(feed: LiveFeed) -> None:
     global _FEED
     with _FEED_LOCK:
@@ -728,294 +600,23 @@ def _checkpoint_mono(s: _Session, name: str) -> float | None:
     return None
 
 
-def _ticks_frame(rows: list[Any]) -> pd.DataFrame:
-    """Recorder TickRows as a frame with the store's ticks columns (what charts read)."""
-    if not rows:
-        return pd.DataFrame(columns=list(TICK_COLUMNS))
-    cols = {
-        "seq": [r.seq for r in rows],
-        "con_id": [r.con_id for r in rows],
-        "symbol": [r.symbol for r in rows],
-        "field": [r.field for r in rows],
-        "tick_type": [r.tick_type for r in rows],
-        "price": [math.nan if r.price is None else r.price for r in rows],
-        "size": [math.nan if r.size is None else r.size for r in rows],
-        "t_mono": [r.t_mono for r in rows],
-        "t_wall_epoch": [r.t_wall for r in rows],
-        "market_data_type": [r.market_data_type for r in rows],
-    }
-    frame = pd.DataFrame(cols)
-    frame.insert(0, "run_id", "live")
-    frame["t_wall"] = pd.to_datetime(frame["t_wall_epoch"], unit="s", utc=True)
-    return frame[list(TICK_COLUMNS)]
-
-
-def _checkpoints_frame(rows: list[Any]) -> pd.DataFrame:
-    cols = ["phase", "name", "t_mono", "t_wall", "detail"]
-    frame = pd.DataFrame(
-        [(phase, cp.name, cp.t_mono, cp.t_wall, cp.detail) for phase, cp in rows], columns=cols
-    )
-    frame["t_wall"] = pd.to_datetime(frame["t_wall"], utc=True)
-    return frame
-
-
-def _health_panel(s: _Session) -> dict[str, Any]:
+def _health_panel(s: _Session) -> HealthPanel:
     """What the health panel shows: server, accounts (masked, paper or not), farm notices."""
     target = s.ctx.target
-    farms = [
-        {"code": m.code, "ok": m.code in GOOD_FARM_CODES, "message": m.message}
+    farms = tuple(
+        FarmNotice(m.code, m.code in GOOD_FARM_CODES, m.message)
         for m in list(s.ctx.conn.messages)
         if m.code in GOOD_FARM_CODES or m.code in BAD_FARM_CODES or 2100 <= m.code < 2200
-    ]
-    h = s.health
-    return {
-        "target": target.label,
-        "simulated": target.simulated,
-        "server_version": target.server_version,
-        "accounts": [
-            {"account": mask_account(a), "paper": is_paper_account(a)} for a in target.accounts
-        ],
-        "farms": farms,
-        "connect_s": h.metrics.get("connect_s") if h else None,
-        "clock_skew_s": h.metrics.get("clock_skew_s") if h else None,
-        "verdict": h.verdict if h else None,
-        "reason": h.reason if h else "connecting…",
-    }
-
-
-def _judge(s: _Session, snap: dict[str, Any], now: float) -> tuple[Verdict, str]:
-    """The live verdict right now, in the harness's terms (see :class:`Verdict`)."""
-    waited = now - s.started_mono
-    h, t = s.health, s.ticks
-    if h is None:
-        return Verdict.STALLED, f"connecting to {s.label} ({waited:.1f} s)"
-    if not h.ok:
-        return h.verdict, f"health: {h.reason}"
-    if s.state == "disconnected":
-        return Verdict.FAIL, s.problem or "connection lost"
-    if s.state == "failed":
-        return Verdict.FAIL, s.problem
-    quote = snap["quote"]
-    both = is_real(quote["bid"]) and is_real(quote["ask"])
-    age = snap["last_tick_age_s"]
-    if t is None:
-        if both:
-            return Verdict.PASS, f"bid {quote['bid']:g} / ask {quote['ask']:g} live"
-        if snap["tick_count"] == 0:
-            return Verdict.STALLED, f"waiting for the first tick ({waited:.1f} s)"
-        return Verdict.STALLED, f"waiting for both bid and ask ({waited:.1f} s)"
-    if not t.ok:
-        return t.verdict, f"ticks: {t.reason}"
-    stale_after = s.ctx.cfg.stale_after
-    if age is None or age >= stale_after:
-        quiet = "no tick yet" if age is None else f"no tick for {age:.1f} s"
-        return Verdict.FAIL, f"stream went stale: {quiet} (stale after {stale_after:g} s)"
-    kind = snap["market_data"] or "live"
-    return (
-        Verdict.PASS,
-        f"bid {quote['bid']:g} / ask {quote['ask']:g} {kind}; last tick {age * 1000:.0f} ms ago",
     )
-
-
-def quote_table(snap: dict[str, Any]) -> pd.DataFrame:
-    """The live table: one row per ticker field with its value (nan until real), the time
-    from subscribing to its first real value, when that was (UTC) and the data type."""
-    rows = []
-    for f in QUOTE_FIELDS:
-        secs = snap["first_seconds"].get(f)
-        at = snap["first_at"].get(f)
-        rows.append(
-            {
-                "field": f,
-                "value": snap["quote"].get(f, math.nan),
-                "first real after (ms)": None if secs is None else round(secs * 1000, 1),
-                "first real at (UTC)": None if at is None else at.strftime("%H:%M:%S.%f")[:-3],
-                "market data": snap["market_data"] or "—",
-            }
-        )
-    return pd.DataFrame(rows)
-
-
-_CELL = 'style="text-align:left;padding:2px 14px 2px 0"'
-
-
-def _html_table(
-    css_class: str, columns: list[str], rows: list[tuple[str, list[str]]], caption: str = ""
-) -> str:
-    """A plain, left-aligned HTML table; each row is (data-key, cell texts)."""
-    head = "".join(f"<th {_CELL}>{html.escape(c)}</th>" for c in columns)
-    body = "".join(
-        f'<tr data-field="{html.escape(key)}">'
-        + "".join(f"<td {_CELL}>{html.escape(c)}</td>" for c in cells)
-        + "</tr>"
-        for key, cells in rows
+    h = s.phases.health
+    return HealthPanel(
+        target=target.label,
+        simulated=target.simulated,
+        server_version=target.server_version,
+        accounts=tuple(Account(mask_account(a), is_paper_account(a)) for a in target.accounts),
+        farms=farms,
+        connect_s=h.metrics.get("connect_s") if h else None,
+        clock_skew_s=h.metrics.get("clock_skew_s") if h else None,
+        verdict=h.verdict if h else None,
+        reason=h.reason if h else "connecting…",
     )
-    cap = f'<caption style="text-align:left">{caption}</caption>' if caption else ""
-    return (
-        f'<table class="{css_class}">{cap}<thead><tr>{head}</tr></thead>'
-        f"<tbody>{body}</tbody></table>"
-    )
-
-
-def quote_html(snap: dict[str, Any]) -> str:
-    """The live table as a small HTML table (``table.livefire-quote``).
-
-    Values show ``nan`` until they are real, as ib_async's Ticker does; each row carries
-    ``data-field`` and the caption the tick count (``.tick-count``), so a browser test can
-    read them without depending on marimo's own widgets.
-    """
-    table = quote_table(snap)
-    rows = []
-    for row in table.itertuples(index=False):
-        value = row[1]
-        shown = "nan" if value is None or not math.isfinite(value) else f"{value:g}"
-        after = "—" if row[2] is None or pd.isna(row[2]) else f"{row[2]:,.1f}"
-        rows.append((row[0], [row[0], shown, after, row[3] or "—", row[4]]))
-    caption = (
-        f'<span class="tick-count">{int(snap["tick_count"])}</span> ticks · '
-        f"market data {html.escape(str(snap['market_data'] or '—'))}"
-    )
-    return _html_table("livefire-quote", list(table.columns), rows, caption)
-
-
-def messages_html(snap: dict[str, Any], limit: int = 50) -> str:
-    """The newest ``limit`` IB messages and feed events, newest first, as an HTML table
-    (``table.livefire-log``): time (UTC), kind (error, warning, notice, feed), code, text."""
-    log = snap["messages"].tail(limit).iloc[::-1]
-    rows = []
-    for r in log.itertuples(index=False):
-        code = "" if pd.isna(r.code) else str(int(r.code))
-        at = r.t_wall.strftime("%H:%M:%S.%f")[:-3] if isinstance(r.t_wall, datetime) else ""
-        rows.append((r.kind, [at, r.kind, code, r.message]))
-    return _html_table("livefire-log", ["time (UTC)", "kind", "code", "message"], rows)
-
-
-def format_findings(snap: dict[str, Any]) -> str:
-    """Plain-text findings for script mode: target, verdict, quote, first-value times."""
-    lines = [
-        f"target:   {snap['target']}",
-        f"contract: {snap['contract']}  market data: {snap['market_data'] or 'unknown'}",
-        f"verdict:  {snap['verdict']} — {snap['reason']}",
-        f"ticks:    {snap['tick_count']} recorded",
-    ]
-    for f in QUOTE_FIELDS:
-        secs = snap["first_seconds"].get(f)
-        first = "never" if secs is None else f"{secs * 1000:.0f} ms"
-        lines.append(f"  {f:<8} {snap['quote'].get(f, math.nan)!s:<12} first real after {first}")
-    errors = snap["messages"]
-    errors = errors[errors["kind"].isin(["error", "warning"])]
-    for row in errors.tail(10).itertuples():
-        code = "" if pd.isna(row.code) else f"IB {row.code}: "
-        lines.append(f"  {row.kind}: {code}{row.message}")
-    return "\n".join(lines)
-
-
-# ------------------------------------------------------------------ notebooks as scripts
-
-
-class ScriptArgumentParser(argparse.ArgumentParser):
-    """argparse with the harness's exit code for bad arguments (4), not argparse's 2,
-    which would read as STALLED to a scheduler."""
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        """Print usage and a one-line error, then exit 4 (bad input)."""
-        self.print_usage(sys.stderr)
-        print(f"{self.prog}: error: {message}", file=sys.stderr)
-        raise SystemExit(Verdict.BAD_INPUT.exit_code)
-
-
-def script_argv(argv: list[str] | None = None) -> list[str]:
-    """The notebook's own arguments: ``sys.argv[1:]`` without a leading ``--``.
-
-    ``python nb.py -- --sim`` keeps the ``--``; ``marimo run/edit/export nb.py -- --sim``
-    strips it. Both give ``["--sim"]`` here.
-    """
-    args = list(sys.argv[1:] if argv is None else argv)
-    return args[1:] if args[:1] == ["--"] else args
-
-
-def notebook_args(notebook: str, argv: list[str] | None = None) -> argparse.Namespace:
-    """Parse the arguments of ``live_ticks`` or ``round_trip`` (both share the connection
-    options; see ``--help``). ``argv`` defaults to :func:`script_argv`.
-
-    Without ``--port`` the embedded simulator is used (``--sim`` says so explicitly);
-    ``--port`` alone means a real gateway. The result also carries ``gateway`` (bool) and
-    ``exit_at_end`` (True: a script run ends with ``sys.exit(verdict code)``; tests that
-    call ``app.run`` set it to False to read the notebook's definitions instead).
-    """
-    if notebook not in ("live_ticks", "round_trip"):
-        raise ValueError(f"unknown notebook {notebook!r}")
-    scenarios = [s.value for s in Scenario]
-    p = ScriptArgumentParser(
-        prog=f"notebooks/{notebook}.py",
-        description="Exit codes: 0 pass, 1 fail, 2 stalled, 3 refused, 4 bad input.",
-    )
-    p.add_argument("--sim", action="store_true", help="use the embedded simulator (default)")
-    p.add_argument("--scenario", default="healthy", choices=scenarios, help="simulator scenario")
-    p.add_argument("--host", default="127.0.0.1", help="gateway host (with --port)")
-    p.add_argument("--port", type=int, default=None, help="gateway port: use a real gateway")
-    p.add_argument("--contract", default="AAPL", help="AAPL, EUR.USD, MES, FUT:MES:202612 ...")
-    if notebook == "live_ticks":
-        p.add_argument("--deadline", type=float, default=5.0, help="seconds to wait for bid/ask")
-        p.add_argument("--client-id", type=int, default=LIVE_CLIENT_ID, help="API client id")
-        p.add_argument("--seconds", type=float, default=5.0, help="script mode: how long to watch")
-    else:
-        p.add_argument("--client-id", type=int, default=None, help="API client id")
-        p.add_argument("--deadline", type=float, default=None, help="seconds to wait for bid/ask")
-        p.add_argument("--yes", action="store_true", help="script mode: really place the trade")
-        p.add_argument("--store", default=None, help="run store (default data/harness.sqlite)")
-        p.add_argument("--fill-deadline", type=float, default=None, help="seconds per fill")
-    args = p.parse_args(script_argv() if argv is None else argv)
-    if args.sim and args.port is not None:
-        p.error("--sim and --port exclude each other (--port means a real gateway)")
-    args.gateway = args.port is not None
-    args.exit_at_end = True
-    return args
-
-
-def round_trip_config(
-    args: argparse.Namespace,
-    *,
-    simulated: bool,
-    scenario: str = "healthy",
-    host: str | None = None,
-    port: int | None = None,
-    client_id: int | None = None,
-    contract: str | None = None,
-) -> HarnessConfig:
-    """The round-trip notebook's run configuration, loaded like ``harness run --trade``
-    (defaults < harness.toml < HARNESS_* < these values), so a notebook run honours the
-    same limits (max_quantity, max_notional) as the CLI. Raises ConfigError (one line).
-    """
-    flags: dict[str, Any] = {
-        "sim": True if simulated else None,
-        "scenario": scenario if simulated else None,
-        "host": None if simulated else host,
-        "port": None if simulated else port,
-        "client_id": client_id if client_id is not None else args.client_id,
-        "contract": contract or args.contract,
-        "trade": True,
-        "tick_deadline": args.deadline,
-        "fill_deadline": args.fill_deadline,
-        "store": args.store,
-    }
-    return load_config(flags)
-
-
-_CALLOUT = {
-    Verdict.PASS: "success",
-    Verdict.SKIPPED: "neutral",
-    Verdict.STALLED: "warn",
-    Verdict.REFUSED: "danger",
-    Verdict.FAIL: "danger",
-    Verdict.ABORTED: "danger",
-    Verdict.BAD_INPUT: "danger",
-}
-
-
-def callout_kind(verdict: Verdict | str | None) -> str:
-    """The ``mo.callout`` kind for a verdict (success, warn, danger, neutral)."""
-    try:
-        return _CALLOUT[Verdict(str(verdict))]
-    except ValueError:
-        return "neutral"
