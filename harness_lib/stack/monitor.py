@@ -14,7 +14,7 @@ import asyncio
 import logging
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import TYPE_CHECKING, Any
 
 from harness_lib.models import Checkpoint, Phase, PhaseResult, Verdict, utcnow, worst
@@ -37,10 +37,12 @@ if TYPE_CHECKING:
 
     from harness_lib.phases.base import RunContext
 
-__all__ = ["StackMonitor"]
+__all__ = ["ENTRY_CHECKS", "StackMonitor"]
 
 log = logging.getLogger("harness_lib.stack")
 POLL_S = 0.02
+ENTRY_CHECKS = ("position_opened", "trade_id")
+"""What ``round_trip`` waits for between the entry fill and the exit order."""
 
 
 class StackMonitor:
@@ -150,32 +152,35 @@ class StackMonitor:
     # --- judging -----------------------------------------------------------------------------
     def evaluate(self, now: float, *, trade_checks: bool = True) -> list[CheckResult | None]:
         """Every check of every endpoint as of ``now`` (None: still undecided)."""
-        out: list[CheckResult | None] = []
+        return [r for _, r in self._evaluate(now, trade_checks=trade_checks)]
+
+    def _evaluate(
+        self, now: float, *, trade_checks: bool = True
+    ) -> list[tuple[str, CheckResult | None]]:
+        out: list[tuple[str, CheckResult | None]] = []
         ticks = self.broker_ticks()
         fills = self.fills()
         entry = next((f for f in fills if f.leg == "entry"), None)
         exit_ = next((f for f in fills if f.leg == "exit"), None)
+        sym = self.symbol
         for ep in self.endpoints:
             obs = self.observations[ep.name]
             w = self.watchers.get(ep.name)
             connected = w is not None and w.connected_at is not None
             if now == math.inf:
+                last_error = w.last_error if w else None
                 out.append(
-                    check_stream(
-                        ep, obs, connected=connected, last_error=w.last_error if w else None
-                    )
+                    ("stream", check_stream(ep, obs, connected=connected, last_error=last_error))
                 )
             if ep.quote is not None:
                 start = w.connected_at if w and w.connected_at else self.started_wall
+                deadline = self.ctx.cfg.tick_deadline
                 out.append(
-                    check_quotes(
-                        ep,
-                        obs,
-                        ticks,
-                        start=start,
-                        deadline_s=self.ctx.cfg.tick_deadline,
-                        now=now,
-                        symbol=self.symbol,
+                    (
+                        "quotes",
+                        check_quotes(
+                            ep, obs, ticks, start=start, deadline_s=deadline, now=now, symbol=sym
+                        ),
                     )
                 )
             if not trade_checks or entry is None:
@@ -183,35 +188,46 @@ class StackMonitor:
             if ep.position is not None:
                 opened = self.position_before + entry.quantity
                 out.append(
-                    check_position(ep, obs, entry, expected=opened, now=now, symbol=self.symbol)
+                    (
+                        "position_opened",
+                        check_position(ep, obs, entry, expected=opened, now=now, symbol=sym),
+                    )
                 )
             if ep.trades is not None:
-                out.append(check_trade_id(ep, obs, fills, now=now, symbol=self.symbol))
+                out.append(("trade_id", check_trade_id(ep, obs, fills, now=now, symbol=sym)))
             if ep.position is not None and exit_ is not None:
                 after = self.position_before + entry.quantity + exit_.quantity
                 out.append(
-                    check_position(
-                        ep,
-                        obs,
-                        exit_,
-                        expected=after,
-                        now=now,
-                        symbol=self.symbol,
-                        name="position_cleared",
-                        hold=ep.hold,
+                    (
+                        "position_cleared",
+                        check_position(
+                            ep,
+                            obs,
+                            exit_,
+                            expected=after,
+                            now=now,
+                            symbol=sym,
+                            name="position_cleared",
+                            hold=ep.hold,
+                        ),
                     )
                 )
         return out
 
-    async def settle(self, timeout: float | None = None) -> None:
-        """Wait until every check that can be judged now is decided (or ``timeout``).
+    async def settle(
+        self, only: Collection[str] | None = None, timeout: float | None = None
+    ) -> None:
+        """Wait until every check (or those named in ``only``) that can be judged now is
+        decided, or ``timeout`` passes.
 
-        ``round_trip`` calls this after the entry fill: the stack gets its full deadline to
-        show the open position and the entry's ids before the exit order changes them.
+        ``round_trip`` calls this after the entry fill for ``position_opened`` and
+        ``trade_id``: the stack gets its full deadline to show the open position and the
+        entry's ids before the exit order changes them.
         """
         limit = time.monotonic() + (timeout if timeout is not None else self._longest_wait())
         while time.monotonic() < limit:
-            if all(r is not None for r in self.evaluate(time.time())):
+            pending = [n for n, r in self._evaluate(time.time()) if r is None]
+            if not any(only is None or n in only for n in pending):
                 return
             await asyncio.sleep(POLL_S)
 

@@ -14,6 +14,7 @@ examples/dashboard.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator
@@ -62,8 +63,32 @@ def stack(sim_port: int) -> Iterator[Callable[..., int]]:
             stop_process(p)
 
 
+BROWSER_FACTS = """
+[stack.quote]
+select = "#quote-{symbol}"
+bid = ".bid"
+ask = ".ask"
+last = ".last"
+mode = ".mode@data-mode"
+
+[stack.position]
+select = '.position-card[data-symbol="{symbol}"]'
+quantity = ".qty"
+
+[stack.trades]
+ids = '.last-trade[data-symbol="{symbol}"] span'
+"""
+
+
 def stack_file(tmp: Path, port: int, *, kind: str = "sse", token: str | None = TOKEN) -> Path:
     """A --stack-file declaring one endpoint of the tiny stack with every fact."""
+    if kind == "browser":
+        f = tmp / "stack.toml"
+        f.write_text(
+            f'[[stack]]\nname = "tiny-browser"\nkind = "browser"\n'
+            f'url = "http://127.0.0.1:{port}/"\n{BROWSER_FACTS}'
+        )
+        return f
     path = {"sse": "/events", "websocket": "/ws", "http": "/api/state"}[kind]
     scheme = "ws" if kind == "websocket" else "http"
     headers = f'headers = {{ Authorization = "Bearer {token}" }}\n' if token else ""
@@ -147,6 +172,22 @@ def test_correct_stack_passes_and_the_token_leaks_nowhere(
         *(p.read_text() for p in (tmp_path / "data" / "reports").glob("*.json")),
     ):
         assert TOKEN not in text
+
+
+@pytest.mark.browser
+def test_correct_stack_passes_in_the_browser(
+    tmp_path: Path, sim_port: int, stack: Callable[..., int]
+) -> None:
+    if not Path("/usr/bin/chromium").exists():
+        if os.environ.get("CI"):
+            pytest.fail("CI is set but /usr/bin/chromium is missing: apt-get install chromium")
+        pytest.skip("/usr/bin/chromium not found (apt-get install chromium)")
+    port = stack()
+    proc = run(tmp_path, sim_port, stack_file(tmp_path, port, kind="browser"))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    checks = stack_checks(tmp_path)
+    assert all(c["verdict"] == "PASS" for c in checks.values()), checks
+    assert "showed the AAPL position +1" in checks["position_opened"]["reason"]
 
 
 def test_null_quotes_fail_the_quotes_check_and_the_notification_names_it(
