@@ -177,9 +177,22 @@ class Recorder:
                 log.exception("could not write %d ticks", len(rows))
 
     # --- checkpoints and messages ------------------------------------------------------------
-    def checkpoint(self, phase: str, name: str, detail: str = "") -> Checkpoint:
-        """Record a named moment now."""
-        cp = Checkpoint(name=name, t_mono=time.monotonic(), t_wall=utcnow(), detail=detail)
+    def checkpoint(
+        self,
+        phase: str,
+        name: str,
+        detail: str = "",
+        *,
+        t_mono: float | None = None,
+        t_wall: datetime | None = None,
+    ) -> Checkpoint:
+        """Record a named moment: now, or when something was observed (both stamps given)."""
+        cp = Checkpoint(
+            name=name,
+            t_mono=time.monotonic() if t_mono is None else t_mono,
+            t_wall=utcnow() if t_wall is None else t_wall,
+            detail=detail,
+        )
         with self.lock:
             self.checkpoints.append((phase, cp))
         if self.store is not None:

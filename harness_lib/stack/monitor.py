@@ -15,6 +15,7 @@ import logging
 import math
 import time
 from collections.abc import Collection, Sequence
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from harness_lib.models import Checkpoint, Phase, PhaseResult, Verdict, utcnow, worst
@@ -250,7 +251,12 @@ class StackMonitor:
             except Exception:
                 log.exception("could not record a stack check")
             if r.verdict == Verdict.PASS and r.at_wall is not None:
-                cp = self.ctx.rec.checkpoint(str(Phase.STACK), r.key, r.reason)
+                # Stamped when the stack showed it, so the timeline puts it beside the fills.
+                cp = self.ctx.rec.checkpoint(
+                    str(Phase.STACK), r.key, r.reason,
+                    t_mono=r.at_wall + (time.monotonic() - time.time()),
+                    t_wall=datetime.fromtimestamp(r.at_wall, UTC),
+                )  # fmt: skip
                 checkpoints.append(cp)
         verdict = worst([r.verdict for r in results])
         failing = next((r for r in results if r.verdict == verdict and not _ok(r.verdict)), None)
