@@ -163,7 +163,7 @@ class Extractor:
                 text = text.decode("utf-8")
             except UnicodeDecodeError:
                 return self._garbage("not UTF-8 text", repr(text[:60]), t_mono, t_wall)
-        excerpt = self.ep.scrub(text[:200])
+        excerpt = self.ep.scrub(text, generic=False)[:200]  # scrub first: no cut token
         try:
             doc = json.loads(text)
         except ValueError as err:
@@ -242,7 +242,10 @@ class Extractor:
         shown, an absent position card is flat, no id elements is "no ids shown".
         """
         obs = Observation(
-            self.ep.name, t_mono, t_wall, raw=self.ep.scrub(json.dumps(facts, default=str)[:200])
+            self.ep.name,
+            t_mono,
+            t_wall,
+            raw=self.ep.scrub(json.dumps(facts, default=str), generic=False)[:200],
         )
         ep = self.ep
         if ep.quote is not None:

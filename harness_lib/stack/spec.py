@@ -72,16 +72,18 @@ def redact(text: str) -> str:
     return redact_url(text)
 
 
-def scrub(text: str, secrets: Sequence[str]) -> str:
+def scrub(text: str, secrets: Sequence[str], *, generic: bool = True) -> str:
     """``text`` with every secret (and every token-like part of one) replaced, then redacted.
 
     Header values are replaced literally first, so even a short token that the generic
     rule would not recognise never reaches a log, the store, a report or a notification.
+    ``generic=False`` skips the generic token rule: for excerpts of the stack's own
+    payloads, where long ordinary words (``snapshot_fallback``) must stay readable.
     """
     out = str(text)
     for secret in sorted(_secret_parts(secrets), key=len, reverse=True):
         out = out.replace(secret, REDACTED)
-    return redact(out)
+    return redact(out) if generic else out
 
 
 def _secret_parts(secrets: Sequence[str]) -> set[str]:
@@ -182,9 +184,9 @@ class Endpoint:
         """The URL with secrets hidden, for messages."""
         return scrub(self.url, self.secrets)
 
-    def scrub(self, text: str) -> str:
-        """``text`` without this endpoint's secrets."""
-        return scrub(text, self.secrets)
+    def scrub(self, text: str, *, generic: bool = True) -> str:
+        """``text`` without this endpoint's secrets (see :func:`scrub`)."""
+        return scrub(text, self.secrets, generic=generic)
 
     def public(self) -> dict[str, Any]:
         """JSON-ready declaration with header values hidden (for reports and the store)."""

@@ -16,7 +16,6 @@ import asyncio
 import errno
 import json
 import logging
-import os
 import socket
 import time
 from collections.abc import Callable
@@ -30,7 +29,7 @@ __all__ = ["CHROMIUM", "CHROMIUM_FLAGS", "Watcher", "describe_error", "make_watc
 
 log = logging.getLogger("harness_lib.stack")
 
-CHROMIUM = Path(os.environ.get("HARNESS_CHROMIUM", "/usr/bin/chromium"))
+CHROMIUM = Path("/usr/bin/chromium")
 """Debian's chromium; Playwright's own browser is used when this does not exist."""
 CHROMIUM_FLAGS = [
     "--headless",
