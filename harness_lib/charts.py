@@ -37,7 +37,9 @@ import altair as alt
 import numpy as np
 import pandas as pd
 
-from harness_lib.models import Phase, Verdict
+from harness_lib.constants import VERDICT_COLOURS
+from harness_lib.models import Phase
+from harness_lib.quotes import QUOTE_FIELDS, real_mask
 
 __all__ = [
     "FIRST_VALUE_FIELDS",
@@ -63,25 +65,13 @@ Altair's own default limit, deliberately lower than marimo's 20,000, so the
 same chart also renders in a plain HTML export.
 """
 
-FIRST_VALUE_FIELDS: tuple[str, ...] = ("bid", "ask", "last", "bidSize", "askSize")
+FIRST_VALUE_FIELDS: tuple[str, ...] = QUOTE_FIELDS
 """Ticker fields whose first real value `first_value_times` reports, in display order."""
 
 PRICE_SERIES: tuple[str, ...] = ("bid", "ask", "last")
 """Ticker fields drawn as price lines by `price_spread_chart`."""
 
-NO_QUOTE_PRICE = -1.0
-"""IB sends price -1 (with size 0) to say "no quote on this side", not a real price."""
-
-VERDICT_COLORS: dict[str, str] = {
-    Verdict.PASS.value: "#2ca02c",
-    Verdict.FAIL.value: "#d62728",
-    Verdict.STALLED.value: "#ff7f0e",
-    Verdict.REFUSED.value: "#9467bd",
-    Verdict.ABORTED.value: "#7f7f7f",
-    Verdict.BAD_INPUT.value: "#8c564b",
-    Verdict.SKIPPED.value: "#c7c7c7",
-    "OTHER": "#17becf",
-}
+VERDICT_COLORS: dict[str, str] = VERDICT_COLOURS
 """Fixed verdict colors, so the same verdict looks the same in every chart and export.
 
 Anything not a known verdict (missing, misspelt) is shown as OTHER rather than
@@ -248,11 +238,6 @@ def _tick_times(ticks: pd.DataFrame) -> tuple[np.ndarray, bool]:
     return _num(ticks, "t_mono"), False
 
 
-def _real_prices(prices: np.ndarray) -> np.ndarray:
-    """Mask of prices that are actual quotes: finite and not IB's -1 'no quote'."""
-    return np.isfinite(prices) & (prices != NO_QUOTE_PRICE)
-
-
 # ----------------------------------------------------------------- time to first value
 
 
@@ -276,12 +261,9 @@ def first_value_times(ticks: pd.DataFrame, t0: float) -> pd.DataFrame:
         if not sub.empty:
             fields = sub["field"].astype(object).to_numpy()
             t = _num(sub, "t_mono")
-            is_size = np.isin(fields, ("bidSize", "askSize"))
-            price = _num(sub, "price")
-            size = _num(sub, "size")
-            real = np.where(
-                is_size, np.isfinite(size) & (size > 0), _real_prices(price)
-            ) & np.isfinite(t)
+            is_size = np.char.endswith(fields.astype(str), "Size")
+            value = np.where(is_size, _num(sub, "size"), _num(sub, "price"))
+            real = real_mask(value, is_size) & np.isfinite(t)
             firsts = pd.Series(t[real]).groupby(fields[real]).min()
             for field, t_first in firsts.items():
                 seconds[str(field)] = float(t_first) - float(t0)
@@ -552,7 +534,7 @@ def price_spread_chart(
 
     fields = frame["field"].astype(object).to_numpy()
     price = _num(frame, "price")
-    real = _real_prices(price)
+    real = real_mask(price, False)
     if "run_id" in frame.columns:
         runs = pd.factorize(frame["run_id"], use_na_sentinel=False)[0]
     else:

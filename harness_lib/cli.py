@@ -18,6 +18,7 @@ from rich.table import Table
 
 from harness_lib.config import ConfigError, HarnessConfig, load_config
 from harness_lib.models import Verdict
+from harness_lib.safety import LIVE_PORTS, PAPER_PORTS
 from harness_lib.sim import DEFAULT_PORT, PaperGateway
 from harness_lib.sim.scenarios import describe, parse_scenario
 from harness_lib.store import Store, StoreError
@@ -32,7 +33,7 @@ app = typer.Typer(
 out = Console()
 err = Console(stderr=True)
 
-EXIT_BAD_INPUT = 4
+EXIT_BAD_INPUT = Verdict.BAD_INPUT.exit_code
 
 
 def bad_input(message: str) -> typer.Exit:
@@ -193,42 +194,16 @@ def cleanup(
     flags = {"sim": sim, "host": host, "port": port, "client_id": client_id,
              "account": account, "store": store}  # fmt: skip
     cfg = _load(flags, None)
-    from harness_lib.phases import RunContext, sweep
-    from harness_lib.runner import find_gateway
+    from harness_lib.runner import run_sweep
 
-    async def go() -> int:
-        gw = None
-        if cfg.sim:
-            gw = PaperGateway(port=0, scenario=cfg.scenario, seed=cfg.sim_seed)
-            await gw.start()
-        try:
-            h, p_ = ("127.0.0.1", gw.port) if gw else (cfg.host, cfg.port)
-            if p_ is None:
-                p_ = await find_gateway(cfg.host, cfg.candidate_ports)
-                if p_ is None:
-                    raise bad_input(f"no gateway on {cfg.host}:4002 or :7497; pass --host/--port")
-            st = Store(cfg.store)
-            try:
-                ctx = RunContext.create(cfg, host=h, port=p_, store=st, simulated=gw is not None)
-                ctx.rec.attach(ctx.conn)
-                st.start_run(ctx.run_id, target=ctx.target, contract="(sweep)",
-                             phases=["cleanup"], config=cfg.redacted())  # fmt: skip
-                result = await sweep(ctx, st.harness_executions())
-                await ctx.rec.close()
-                st.finish_run(ctx.run_id, verdict=str(result.verdict), reason=result.reason,
-                              exit_code=result.verdict.exit_code,
-                              summary={"target": ctx.target.to_dict()})  # fmt: skip
-            finally:
-                st.close()
-            color = "green" if result.ok else "red"
-            out.print(f"[{color}]{result.verdict}[/] {ctx.target.label}: {result.reason}",
-                      highlight=False, soft_wrap=True)  # fmt: skip
-            return result.verdict.exit_code
-        finally:
-            if gw is not None:
-                await gw.stop()
-
-    raise typer.Exit(asyncio.run(go()))
+    rep = asyncio.run(run_sweep(cfg))
+    result = rep.phases[0]
+    if result.verdict == Verdict.BAD_INPUT:
+        raise bad_input(result.reason)
+    color = "green" if result.ok else "red"
+    out.print(f"[{color}]{result.verdict}[/] {rep.target.label}: {result.reason}",
+              highlight=False, soft_wrap=True)  # fmt: skip
+    raise typer.Exit(rep.exit_code)
 
 
 @app.command()
@@ -431,7 +406,7 @@ def sim(
         raise bad_input(f"{exc} (see `harness sim --list`)") from None
     if not 0 <= port <= 65535:
         raise bad_input(f"--port {port} is out of range; use 1-65535, or 0 for a free port")
-    if port in (4001, 4002, 7496, 7497):
+    if port in {**PAPER_PORTS, **LIVE_PORTS}:
         raise bad_input(
             f"--port {port} is one of IB's own ports; pick another so the simulator is never "
             "mistaken for a gateway"

@@ -7,9 +7,9 @@ what is allowed, e.g.::
 
     invalid port from HARNESS_PORT: 'abc' (expected an integer 1-65535, or 'auto')
 
-Notification and heartbeat URLs carry secrets; :func:`redact_url` hides them and
-both ``HarnessConfig.redacted()`` and ``repr(config)`` use it, so a config can be
-logged or stored with a report.
+Notification and heartbeat URLs carry secrets; :func:`harness_lib.redact.redact_url`
+hides them and both ``HarnessConfig.redacted()`` and ``repr(config)`` use it, so a
+config can be logged or stored with a report.
 """
 
 from __future__ import annotations
@@ -25,8 +25,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from harness_lib.constants import DEFAULT_STORE, NOTIFY_ON
 from harness_lib.contracts import ACCEPTED_FORMS, SpecError, parse_spec
 from harness_lib.models import Phase
+from harness_lib.redact import MASK, redact_url
 from harness_lib.safety import PAPER_PORTS
 
 __all__ = [
@@ -34,24 +36,19 @@ __all__ = [
     "DEFAULT_PHASES",
     "ENV_PREFIX",
     "NOTIFY_ON",
-    "REDACTED",
     "ConfigError",
     "HarnessConfig",
     "env_var",
     "flag_name",
     "load_config",
     "normalize_phases",
-    "redact_url",
 ]
 
 CONFIG_FILE = "harness.toml"
 """Looked up in the current directory when no path is given."""
 ENV_PREFIX = "HARNESS_"
 """Environment variables are ``HARNESS_<FIELD_UPPER>``; ``HARNESS_CONFIG`` names the file."""
-NOTIFY_ON = ("fail", "always", "change")
-"""When to notify: on a non-passing run, after every run, or when the verdict changed."""
 DEFAULT_PHASES = (Phase.HEALTH, Phase.TICKS, Phase.CLEANUP)
-REDACTED = "***"
 
 # CLI flags are --field-name except where the CLI chose a shorter name.
 _FLAG_NAMES = {"tick_deadline": "--deadline", "stack": "--stack-file"}
@@ -85,92 +82,6 @@ def env_var(name: str) -> str:
 def flag_name(name: str) -> str:
     """The CLI flag for a field, e.g. ``client_id`` -> ``--client-id``."""
     return _FLAG_NAMES.get(name, "--" + name.replace("_", "-"))
-
-
-# ---------------------------------------------------------------------------
-# Secret redaction
-# ---------------------------------------------------------------------------
-
-_SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://")
-# Maximal runs of characters tokens are made of ('%' so percent-encoding does not
-# split a token into short harmless-looking pieces).
-_RUN = re.compile(r"[A-Za-z0-9_:%-]+")
-# Telegram bot tokens: "bot123456:AAH..." in API URLs, "123456:AAH..." in apprise.
-_TELEGRAM = re.compile(r"bot[0-9]+:|[0-9]{5,}:[A-Za-z0-9_-]{8,}")
-# key=value pairs outside a query string (in a path, or in text that is not a URL).
-_PAIR = re.compile(r"([A-Za-z0-9_.-]+)=([^&/?#\s]+)")
-_SENSITIVE_KEY_PARTS = (
-    "token",
-    "key",
-    "secret",
-    "pass",
-    "pwd",
-    "webhook",
-    "auth",
-    "sig",
-    "credential",
-)
-
-
-def _looks_secret(run: str) -> bool:
-    return len(run) >= 16 or _TELEGRAM.search(run) is not None
-
-
-def _scrub(text: str) -> str:
-    """Hide ``token=...``-style values and every token-like run of characters."""
-    text = _PAIR.sub(
-        lambda m: m.group(1) + "=" + REDACTED if _is_sensitive_key(m.group(1)) else m.group(0),
-        text,
-    )
-    return _RUN.sub(lambda m: REDACTED if _looks_secret(m.group(0)) else m.group(0), text)
-
-
-def _is_sensitive_key(key: str) -> bool:
-    norm = re.sub(r"[^a-z0-9]", "", key.lower())
-    return any(part in norm for part in _SENSITIVE_KEY_PARTS)
-
-
-def _redact_query(query: str) -> str:
-    items = []
-    for item in query.split("&"):
-        key, eq, value = item.partition("=")
-        value = REDACTED if eq and value and _is_sensitive_key(key) else _scrub(value)
-        items.append(_scrub(key) + eq + value)
-    return "&".join(items)
-
-
-def redact_url(url: str) -> str:
-    """Hide the secrets in a notification or heartbeat URL, keeping scheme and host.
-
-    Replaced with ``***``: the password in ``scheme://user:pass@host``; any path
-    segment, user name, host or query value that looks like a token (16 or more of
-    ``[A-Za-z0-9_:%-]``, or a Telegram ``bot123:ABC`` token); and the value of any
-    query key naming a token, key, secret, password, signature or webhook. Text that
-    is not a URL gets the token rule only. Pure; never raises.
-    """
-    url = str(url)
-    m = _SCHEME.match(url)
-    if m is None:
-        return _scrub(url)
-    rest = url[m.end() :]
-    # Split in URL order: fragment, then query, then authority/path.
-    rest, hash_, fragment = rest.partition("#")
-    rest, qmark, query = rest.partition("?")
-    authority, slash, path = rest.partition("/")
-    userinfo, at, hostport = authority.rpartition("@")
-    if at:
-        user, colon, _password = userinfo.partition(":")
-        authority = _scrub(user) + (":" + REDACTED if colon else "") + "@" + _scrub(hostport)
-    else:
-        authority = _scrub(hostport)
-    out = f"{m.group(1)}://{authority}"
-    if slash:
-        out += "/" + _scrub(path)
-    if qmark:
-        out += "?" + _redact_query(query)
-    if hash_:
-        out += "#" + _scrub(fragment)
-    return out
 
 
 # ---------------------------------------------------------------------------
@@ -467,7 +378,7 @@ def _show(value: Any, secret: bool) -> str:
         elif isinstance(value, (list, tuple)):
             value = [redact_url(str(v)) for v in value]
         else:
-            value = REDACTED
+            value = MASK
     shown = repr(value)
     return shown if len(shown) <= 80 else shown[:77] + "..."
 
@@ -563,7 +474,7 @@ class HarnessConfig:
     """Hard limit checked by ``safety.check_order``; quantity above it is refused at run time."""
     max_notional: float | None = None
     allow_live_port: bool = False
-    store: Path = Path("data/harness.sqlite")
+    store: Path = DEFAULT_STORE
     reports_dir: Path = Path("data/reports")
     json_path: Path | None = None
     junit_path: Path | None = None

@@ -67,11 +67,16 @@ _SEVERITY = [
 ]
 
 
+def severity(verdict: Verdict) -> int:
+    """Rank of a verdict when phases disagree (higher wins; see ``_SEVERITY``)."""
+    return _SEVERITY.index(verdict)
+
+
 def worst(verdicts: list[Verdict]) -> Verdict:
     """Combine phase verdicts into the run verdict (the most severe one wins)."""
     if not verdicts:
         return Verdict.SKIPPED
-    return max(verdicts, key=_SEVERITY.index)
+    return max(verdicts, key=severity)
 
 
 class Phase(StrEnum):

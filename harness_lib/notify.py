@@ -8,42 +8,42 @@
   run that never happens (machine asleep, cron broken) is noticed too.
 
 Notification URLs carry secrets (bot tokens, passwords, webhook tokens). They are shown
-only through :func:`redact_url`, and while apprise runs, a log-record factory scrubs them
-from every record any logger creates (apprise, requests, urllib3, plugin libraries).
+only through :func:`harness_lib.redact.redact_url`, and while apprise runs, a log-record
+factory scrubs them from every record any logger creates (apprise, requests, urllib3,
+plugin libraries); :mod:`harness_lib.redact` holds every one of those rules.
 """
 
 from __future__ import annotations
 
 import contextlib
-import logging
 import math
-import re
-import threading
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from harness_lib.config import redact_url
+from harness_lib.constants import NOTIFY_ON
 from harness_lib.models import Phase, RunReport, Verdict
+from harness_lib.quotes import MARKET_DATA_TYPES
+from harness_lib.redact import (
+    apprise_secrets,
+    redact_text,
+    redact_url,
+    redacting_logs,
+    secrets_in_url,
+)
 
 __all__ = [
     "Delivery",
     "format_message",
     "heartbeat",
-    "redact_text",
-    "redact_url",
     "send",
     "should_notify",
 ]
 
-MASK = "***"
-
 # ----------------------------------------------------------------------------- message
-
-_MARKET_DATA_TYPES = {1: "live", 2: "frozen", 3: "delayed", 4: "delayed frozen"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,7 +129,7 @@ def format_message(report: RunReport, *, report_location: str | None) -> tuple[s
         )
         mdt = ticks.metrics.get("market_data_type")
         if mdt is not None:
-            name = _MARKET_DATA_TYPES.get(mdt) if isinstance(mdt, int) else None
+            name = MARKET_DATA_TYPES.get(mdt) if isinstance(mdt, int) else None
             line += f" (market data type {mdt}{f' = {name}' if name else ''})"
         lines.append(line)
 
@@ -158,9 +158,6 @@ def format_message(report: RunReport, *, report_location: str | None) -> tuple[s
     return title, "\n".join(lines)
 
 
-_POLICIES = ("fail", "always", "change")
-
-
 def should_notify(policy: str, verdict: Verdict, previous_verdict: str | None) -> bool:
     """Whether to send a message for this run.
 
@@ -169,8 +166,8 @@ def should_notify(policy: str, verdict: Verdict, previous_verdict: str | None) -
     on the same target; the first run ever counts as a change.
     """
     policy = policy.strip().lower()
-    if policy not in _POLICIES:
-        raise ValueError(f"unknown notify policy {policy!r}: use one of {', '.join(_POLICIES)}")
+    if policy not in NOTIFY_ON:
+        raise ValueError(f"unknown notify policy {policy!r}: use one of {', '.join(NOTIFY_ON)}")
     if policy == "always":
         return True
     if policy == "fail":
@@ -178,187 +175,6 @@ def should_notify(policy: str, verdict: Verdict, previous_verdict: str | None) -
     if previous_verdict is None:
         return True
     return str(verdict) != str(previous_verdict).strip().upper()
-
-
-# --------------------------------------------------------------------------- redaction
-
-_TOKEN_CHARS = r"[A-Za-z0-9_:\-]"
-_LONG_TOKEN = re.compile(rf"{_TOKEN_CHARS}{{12,}}")
-# Telegram bot tokens: <bot id>:<35-ish chars>, found in tgram:// URLs and api paths.
-_TELEGRAM_TOKEN = re.compile(r"\d{5,}:[A-Za-z0-9_\-]{20,}")
-# Query keys whose values are credentials whatever they look like (``+Authorization``
-# is apprise's header syntax).
-_SECRET_KEY = re.compile(
-    r"token|key|secret|pass|pwd|auth|sig|cred|session|cookie|bearer|webhook", re.IGNORECASE
-)
-
-
-def _is_secret_path_segment(segment: str) -> bool:
-    raw = urllib.parse.unquote(segment)
-    return bool(_LONG_TOKEN.fullmatch(raw) or _TELEGRAM_TOKEN.search(raw))
-
-
-def _host_is_token(scheme: str, host: str) -> bool:
-    # Many apprise schemes put a token where the host goes (tgram://<bot token>/<chat>,
-    # slack://TokenA/..., discord://<id>/<token>). Real host names have dots, brackets
-    # or are short; a long dot-less run of token characters with a digit is a secret.
-    if scheme.lower() in ("tgram", "telegram"):
-        return bool(host)
-    if _TELEGRAM_TOKEN.search(host):
-        return True
-    # 16+ token characters with no dot is no host name a person would type either.
-    return bool(_LONG_TOKEN.fullmatch(host)) and (any(c.isdigit() for c in host) or len(host) >= 16)
-
-
-def _split(url: str) -> tuple[str, str, str, str, str, str]:
-    """(scheme, userinfo, hostport, path, query, fragment) without validating anything:
-    apprise URLs are often not valid RFC 3986 (tokens with ':' in the host part)."""
-    scheme, sep, rest = url.partition("://")
-    if not sep:
-        return "", "", "", url, "", ""
-    rest, _, fragment = rest.partition("#")
-    rest, _, query = rest.partition("?")
-    netloc, slash, path = rest.partition("/")
-    userinfo, at, hostport = netloc.rpartition("@")
-    if not at:
-        userinfo, hostport = "", netloc
-    return scheme, userinfo, hostport, slash + path, query, fragment
-
-
-def _host_only(hostport: str) -> str:
-    if hostport.startswith("["):  # IPv6 literal
-        return hostport.split("]", 1)[0] + "]"
-    # A telegram token has one ':' too, so only strip a purely numeric port.
-    host, sep, port = hostport.rpartition(":")
-    return host if sep and port.isdigit() else hostport
-
-
-def _secrets_in_url(url: str) -> set[str]:
-    """Every substring of ``url`` that looks secret, in raw and decoded form, so free text
-    (log lines, exception messages) can be scrubbed with :func:`redact_text`. Deliberately
-    broader than :func:`redact_url` (which keeps URLs readable): a log line loses nothing
-    useful when a user name is masked too."""
-    found: set[str] = set()
-    scheme, userinfo, hostport, path, query, fragment = _split(url.strip())
-    if not scheme:
-        found.add(url.strip())
-    if userinfo:
-        user, _, password = userinfo.partition(":")
-        found.update({password, userinfo})
-        if len(urllib.parse.unquote(user)) >= 6:
-            found.add(user)
-    host = _host_only(hostport)
-    if _host_is_token(scheme, host):
-        found.add(host)
-    for segment in path.split("/"):
-        if _is_secret_path_segment(segment):
-            found.add(segment)
-    for item in query.split("&"):
-        key, _, value = item.partition("=")
-        plain_value = urllib.parse.unquote_plus(value)
-        if value and (
-            _SECRET_KEY.search(urllib.parse.unquote_plus(key)) or _LONG_TOKEN.fullmatch(plain_value)
-        ):
-            found.add(value)
-    if fragment:
-        found.add(fragment)
-    return _with_encodings(found)
-
-
-def _with_encodings(values: Iterable[str]) -> set[str]:
-    out: set[str] = set()
-    for value in values:
-        # Very short values ("a", "1") would shred every log line they happen to match.
-        if not value or len(value) < 4:
-            continue
-        for variant in (
-            value,
-            urllib.parse.unquote(value),
-            urllib.parse.unquote_plus(value),
-            urllib.parse.quote(urllib.parse.unquote(value), safe=""),
-            urllib.parse.quote_plus(urllib.parse.unquote_plus(value), safe=""),
-        ):
-            if len(variant) >= 4:
-                out.add(variant)
-    return out
-
-
-def _plugin_secrets(plugin: Any) -> set[str]:
-    """Values apprise itself marks private in a plugin's template (passwords, API keys),
-    which covers schemes whose tokens are short or sit in unusual places."""
-    found: set[str] = set()
-    try:
-        templates = {
-            **getattr(plugin, "template_tokens", {}),
-            **getattr(plugin, "template_args", {}),
-        }
-        for key, spec in templates.items():
-            if not isinstance(spec, dict) or not spec.get("private"):
-                continue
-            value = getattr(plugin, spec.get("map_to", key), None)
-            values = value if isinstance(value, (list, tuple, set)) else [value]
-            found.update(str(v) for v in values if isinstance(v, (str, int)) and str(v))
-    except Exception:  # a plugin that can't be introspected is still sendable
-        pass
-    return _with_encodings(found)
-
-
-def redact_text(text: str, secrets: Iterable[str]) -> str:
-    """Replace every occurrence of each secret in ``text`` with ``***`` (longest first, so
-    a password inside a longer token is not left half-visible)."""
-    for secret in sorted({s for s in secrets if s}, key=len, reverse=True):
-        text = text.replace(secret, MASK)
-    return text
-
-
-def _scrub_record(record: logging.LogRecord, secrets: set[str]) -> None:
-    """Rewrite a log record in place so no handler (files, caplog, rich) sees a secret."""
-    try:
-        message = record.getMessage()
-    except Exception:  # a malformed record: keep only the template
-        message = str(record.msg)
-    clean = redact_text(message, secrets)
-    if clean != message:
-        record.msg, record.args = clean, None
-    if record.exc_info:
-        # Exception texts (e.g. requests' "Max retries exceeded with url: /bot<token>")
-        # are rendered once here, scrubbed, and the live traceback dropped.
-        text = logging.Formatter().formatException(record.exc_info)
-        record.exc_text = redact_text(text, secrets)
-        record.exc_info = None
-    elif record.exc_text:
-        record.exc_text = redact_text(record.exc_text, secrets)
-
-
-# Serialises sends so each one restores exactly the factory it replaced.
-_factory_lock = threading.RLock()
-
-
-@contextlib.contextmanager
-def _redacting_logs(secrets: set[str]) -> Iterator[None]:
-    """Scrub ``secrets`` from every log record created while the block runs.
-
-    A record factory rather than logger filters: filters only see records of the logger
-    they are attached to, and apprise pulls in requests/urllib3 (whose connection pool
-    logs ``POST /bot<token>/sendMessage`` at DEBUG) and plugin libraries lazily, after
-    any list of loggers could have been made. ``secrets`` may grow while the block runs.
-    """
-    with _factory_lock:
-        previous = logging.getLogRecordFactory()
-
-        def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
-            record = previous(*args, **kwargs)
-            _scrub_record(record, secrets)
-            return record
-
-        logging.setLogRecordFactory(factory)
-        try:
-            yield
-        finally:
-            # If something replaced our factory meanwhile, leave theirs (it wraps ours,
-            # which only ever redacts).
-            if logging.getLogRecordFactory() is factory:
-                logging.setLogRecordFactory(previous)
 
 
 # -------------------------------------------------------------------------------- send
@@ -398,7 +214,7 @@ def send(urls: Sequence[str], title: str, body: str, *, timeout: float = 10) -> 
         secrets: set[str] = set()
         for url in urls:
             with contextlib.suppress(Exception):
-                secrets |= _secrets_in_url(url)
+                secrets |= secrets_in_url(url)
         detail = redact_text(f"not delivered: {type(exc).__name__}: {exc}", secrets)
         return [Delivery(redact_url(u), False, detail) for u in urls]
 
@@ -406,11 +222,11 @@ def send(urls: Sequence[str], title: str, body: str, *, timeout: float = 10) -> 
 def _send(urls: list[str], title: str, body: str, timeout: float) -> list[Delivery]:
     import apprise  # imported here: plugin loading is slow and only needed to send
 
-    per_url = [_secrets_in_url(u) for u in urls]
+    per_url = [secrets_in_url(u) for u in urls]
     # One live set shared with the record factory; plugin secrets are added as found.
     all_secrets: set[str] = set().union(*per_url) if per_url else set()
     deliveries: list[Delivery] = []
-    with _redacting_logs(all_secrets):
+    with redacting_logs(all_secrets):
         ap = apprise.Apprise()
         tags: list[str | None] = []
         for i, url in enumerate(urls):
@@ -431,7 +247,7 @@ def _send(urls: list[str], title: str, body: str, timeout: float) -> list[Delive
                     Delivery(channel, False, f"unsupported notification URL {channel}")
                 )
                 continue
-            all_secrets |= _plugin_secrets(plugin)
+            all_secrets |= apprise_secrets(plugin)
             # apprise knows which parts of its own URL are private; hide those too.
             channel = redact_text(channel, all_secrets)
             for attr in ("socket_connect_timeout", "socket_read_timeout"):
@@ -471,7 +287,7 @@ def heartbeat(url: str | None, stage: str, *, timeout: float = 5) -> Delivery | 
     if not url or not url.strip():
         return None
     base = url.strip().rstrip("/")
-    secrets = _secrets_in_url(base)
+    secrets = secrets_in_url(base)
     channel = redact_url(base)
     if stage not in _HEARTBEAT_SUFFIX:
         return Delivery(channel, False, f"unknown heartbeat stage {stage!r}")

@@ -1,9 +1,16 @@
-"""The single sink for observations: every tick, IB message, order, fill and checkpoint.
+"""The single writer of the store during a run: the run record itself (start, phases,
+verdict, notifications) and every tick, IB message, order, fill and checkpoint.
 
 Each observation is stamped with a monotonic and a wall-clock receive time, kept in
 bounded in-memory buffers for live views, and written to the store as it arrives
 (ticks in small batches, everything else at once), so a crash loses at most the
 last tick batch.
+
+One policy for a store write that fails (disk full, file gone, a read-only store, a
+locked database): the failure is kept in :attr:`Recorder.losses`, recorded as an
+``error`` event in the store when the store still takes that, and
+:meth:`Recorder.account_for_losses` turns the phase it happened in into FAIL: a run that
+lost data must not say PASS.
 """
 
 from __future__ import annotations
@@ -22,8 +29,19 @@ from typing import Any, NamedTuple
 from ib_async import IB, CommissionReport, Fill, Ticker, Trade
 
 from harness_lib.connection import Connection, kind_of
-from harness_lib.models import Checkpoint, IBMessage, PhaseResult, finite, utcnow
-from harness_lib.store import Store
+from harness_lib.models import (
+    Checkpoint,
+    IBMessage,
+    PhaseResult,
+    RunReport,
+    Target,
+    Verdict,
+    finite,
+    severity,
+    utcnow,
+)
+from harness_lib.positions import net_position
+from harness_lib.store import Store, StoreError
 
 log = logging.getLogger("harness_lib.recorder")
 
@@ -76,8 +94,11 @@ class Recorder:
     commissions: dict[str, CommissionReport] = field(default_factory=dict)
     tick_count: int = 0
     duplicate_executions: int = 0
+    losses: list[tuple[str, str]] = field(default_factory=list)
+    """Store writes that failed, as (phase running then, what was lost and why)."""
+    current_phase: str = ""
+    _accounted: int = 0
     _buf: list[tuple] = field(default_factory=list)
-    _last_flush: float = field(default_factory=time.monotonic)
     _flusher: asyncio.Task[None] | None = None
     _ib: IB | None = None
     _orders: dict[int, dict[str, Any]] = field(default_factory=dict)
@@ -169,12 +190,105 @@ class Recorder:
         if not self._buf:
             return
         rows, self._buf = self._buf, []
-        self._last_flush = time.monotonic()
-        if self.store is not None:
-            try:
-                self.store.add_ticks(rows)
-            except Exception:
-                log.exception("could not write %d ticks", len(rows))
+        self._write(f"{len(rows)} tick(s)", self.store.add_ticks if self.store else None, rows)
+
+    # --- the store, and what happens when it fails ------------------------------------------
+    def _write(self, what: str, write: Any, *args: Any, **kwargs: Any) -> Any:
+        """Call one store write; on failure record the loss (see the module docstring)
+        and return None instead of raising, so the run goes on and cleanup still runs."""
+        if write is None:
+            return None
+        try:
+            return write(*args, **kwargs)
+        except StoreError as exc:
+            self._lost(what, exc)
+            return None
+
+    def _lost(self, what: str, exc: Exception) -> None:
+        text = f"{what} not stored ({exc})"
+        log.error("store write failed, data lost: %s", text)
+        with self.lock:
+            self.losses.append((self.current_phase, text))
+        if self.store is None:
+            return
+        # Said in the store too if it still takes a small write; if not, it stays in
+        # memory and the verdict carries it.
+        with contextlib.suppress(StoreError):
+            self.store.add_event(
+                self.run_id, kind="error", code=None, req_id=None, t_wall=utcnow(),
+                message=f"store write failed, data lost: {text}", t_mono=time.monotonic(),
+            )  # fmt: skip
+
+    def account_for_losses(self, phases: list[PhaseResult]) -> None:
+        """Make each phase during which a store write failed (the last phase for failures
+        outside any phase) at least FAIL, with the loss in its reason and evidence, and
+        store it again. Only losses not yet accounted for are applied."""
+        with self.lock:
+            new = self.losses[self._accounted :]
+            self._accounted = len(self.losses)
+        if not new or not phases:
+            return
+        names = {str(p.phase) for p in phases}
+        by_phase: dict[str, list[str]] = {}
+        for phase, text in new:
+            key = phase if phase in names else str(phases[-1].phase)
+            by_phase.setdefault(key, []).append(text)
+        for result in phases:
+            texts = by_phase.get(str(result.phase))
+            if not texts:
+                continue
+            note = f"store write failed, data lost: {texts[0]}"
+            if len(texts) > 1:
+                note += f" (and {len(texts) - 1} more)"
+            lost = result.evidence.setdefault("store_writes_lost", [])
+            lost.extend(texts)
+            if severity(result.verdict) < severity(Verdict.FAIL):
+                was = f"was {result.verdict}: {result.reason}" if result.reason else ""
+                result.verdict = Verdict.FAIL
+                result.reason = f"{note}; {was}" if was else note
+            else:
+                result.reason = f"{result.reason}; {note}"
+            self.phase(result)
+        with self.lock:
+            # Re-storing the phases may itself fail; that is reported, not re-applied.
+            self._accounted = len(self.losses)
+
+    # --- the run record ----------------------------------------------------------------------
+    def start_run(
+        self, target: Target, *, contract: str, phases: list[str], config: dict[str, Any],
+        started_at: datetime | None = None,
+    ) -> None:  # fmt: skip
+        """Record the run as started (``config`` already redacted)."""
+        self._write(
+            "the run record", self.store.start_run if self.store else None, self.run_id,
+            target=target, contract=contract, phases=phases, config=config,
+            started_at=started_at,
+        )  # fmt: skip
+
+    def finish_run(self, rep: RunReport) -> None:
+        """Account for lost writes, then store the run's verdict and summary. If that
+        write fails too, the report (and the exit code) still say FAIL."""
+        self.account_for_losses(rep.phases)
+        summary = {
+            "first_bid_s": rep.metric("first_bid_s"),
+            "first_ask_s": rep.metric("first_ask_s"),
+            "total_cost": rep.metric("total_cost"),
+            "target": rep.target.to_dict(),
+        }
+        self._write(
+            "the run's verdict", self.store.finish_run if self.store else None, rep.run_id,
+            verdict=str(rep.verdict), reason=rep.reason, exit_code=rep.exit_code,
+            summary=summary, finished_at=rep.finished_at,
+        )  # fmt: skip
+        self.account_for_losses(rep.phases)
+
+    def notification(self, channel: str, *, ok: bool, detail: str) -> None:
+        """Record a notification or heartbeat attempt (``channel`` already redacted)."""
+        self._write(
+            f"notification record for {channel}",
+            self.store.add_notification if self.store else None, self.run_id,
+            channel=channel, ok=ok, detail=detail,
+        )  # fmt: skip
 
     # --- checkpoints and messages ------------------------------------------------------------
     def checkpoint(
@@ -195,48 +309,56 @@ class Recorder:
         )
         with self.lock:
             self.checkpoints.append((phase, cp))
-        if self.store is not None:
-            self.store.add_checkpoint(self.run_id, phase, cp)
+        self._write(f"checkpoint {name}", self.store.add_checkpoint if self.store else None,
+                    self.run_id, phase, cp)  # fmt: skip
         return cp
 
     def ib_message(self, msg: IBMessage) -> None:
         """Record an IB error, warning or notice."""
         with self.lock:
             self.messages.append(msg)
-        if self.store is not None:
-            self.store.add_event(
-                self.run_id, kind=kind_of(msg.code), code=msg.code, message=msg.message,
-                req_id=msg.req_id, t_wall=msg.t_wall, t_mono=time.monotonic(),
-            )  # fmt: skip
+        self._write(
+            f"IB message {msg.code}", self.store.add_event if self.store else None, self.run_id,
+            kind=kind_of(msg.code), code=msg.code, message=msg.message, req_id=msg.req_id,
+            t_wall=msg.t_wall, t_mono=time.monotonic(),
+        )  # fmt: skip
 
     def note(self, kind: str, message: str) -> None:
         """Record something the harness itself concluded or did (e.g. a guard's warning)."""
         msg = IBMessage(code=0, message=message, req_id=-1, t_wall=utcnow())
         with self.lock:
             self.messages.append(msg)
-        if self.store is not None:
-            self.store.add_event(
-                self.run_id, kind=kind, code=None, message=message, req_id=None,
-                t_wall=msg.t_wall, t_mono=time.monotonic(),
-            )  # fmt: skip
+        self._write(
+            f"{kind} note", self.store.add_event if self.store else None, self.run_id, kind=kind,
+            code=None, message=message, req_id=None, t_wall=msg.t_wall,
+            t_mono=time.monotonic(),
+        )  # fmt: skip
+
+    def phase_started(self, phase: str) -> None:
+        """Note which phase runs now, so a failed store write is charged to it."""
+        self.current_phase = str(phase)
 
     def phase(self, result: PhaseResult) -> None:
         """Store a finished phase."""
-        if self.store is not None:
-            self.store.record_phase(self.run_id, result)
+        self._write(f"{result.phase} result", self.store.record_phase if self.store else None,
+                    self.run_id, result)  # fmt: skip
 
     # --- the user's stack ---------------------------------------------------------------------
     def stack_observation(self, obs: Any) -> None:
         """Record what a stack endpoint showed (a ``harness_lib.stack`` Observation)."""
         with self.lock:
             self.stack_seen.append(obs)
-        if self.store is not None:
-            self.store.add_stack_observation(self.run_id, obs.to_dict())
+        self._write(
+            f"stack observation of {obs.endpoint}",
+            self.store.add_stack_observation if self.store else None, self.run_id, obs.to_dict(),
+        )  # fmt: skip
 
     def stack_check(self, result: Any) -> None:
         """Record one judged stack check (a ``harness_lib.stack`` CheckResult)."""
-        if self.store is not None:
-            self.store.add_stack_check(self.run_id, result.to_dict())
+        self._write(
+            f"stack check {result.key}", self.store.add_stack_check if self.store else None,
+            self.run_id, result.to_dict(),
+        )  # fmt: skip
 
     # --- orders, fills, commissions ----------------------------------------------------------
     def order_placed(
@@ -274,8 +396,9 @@ class Recorder:
         if info is None:
             return
         lmt = o.lmtPrice if o.orderType == "LMT" else None
-        self.store.upsert_order(
-            self.run_id, order_id=o.orderId, perm_id=o.permId or None,
+        self._write(
+            f"order {o.orderId}", self.store.upsert_order, self.run_id, order_id=o.orderId,
+            perm_id=o.permId or None,
             client_id=o.clientId or trade.orderStatus.clientId, account=info["account"],
             con_id=c.conId, symbol=c.localSymbol or c.symbol, sec_type=c.secType,
             multiplier=info["multiplier"], action=o.action, quantity=float(o.totalQuantity),
@@ -305,8 +428,9 @@ class Recorder:
             return False
         self.executions[ex.execId] = fill
         if self.store is not None:
-            self.store.add_execution(
-                self.run_id, exec_id=ex.execId, order_id=ex.orderId, perm_id=ex.permId or None,
+            self._write(
+                f"execution {ex.execId}", self.store.add_execution, self.run_id,
+                exec_id=ex.execId, order_id=ex.orderId, perm_id=ex.permId or None,
                 order_ref=ex.orderRef, con_id=fill.contract.conId,
                 symbol=fill.contract.localSymbol or fill.contract.symbol, side=ex.side,
                 shares=float(ex.shares), price=float(ex.price), account=ex.acctNumber,
@@ -329,22 +453,20 @@ class Recorder:
         self.commissions[report.execId] = report
         if self.store is not None:
             pnl = report.realizedPNL
-            self.store.add_commission(
-                self.run_id, exec_id=report.execId, commission=float(report.commission),
+            self._write(
+                f"commission {report.execId}", self.store.add_commission, self.run_id,
+                exec_id=report.execId, commission=float(report.commission),
                 currency=report.currency, realized_pnl=pnl if pnl else None, t_wall=utcnow(),
             )  # fmt: skip
         return True
 
     def net_position(self, con_id: int | None = None) -> dict[int, float]:
         """Net quantity per conId created by this run's own executions."""
-        net: dict[int, float] = {}
-        for fill in self.executions.values():
-            cid = fill.contract.conId
-            if con_id is not None and cid != con_id:
-                continue
-            sign = 1 if fill.execution.side in ("BOT", "BUY") else -1
-            net[cid] = net.get(cid, 0.0) + sign * float(fill.execution.shares)
-        return {k: v for k, v in net.items() if abs(v) > 1e-9}
+        return net_position(
+            (f.contract.conId, f.execution.side, f.execution.shares)
+            for f in self.executions.values()
+            if con_id is None or f.contract.conId == con_id
+        )
 
     # --- live snapshots ------------------------------------------------------------------------
     def snapshot(self, last_ticks: int = 2_000) -> dict[str, Any]:

@@ -18,9 +18,7 @@ from __future__ import annotations
 import html
 import json
 import math
-import os
 import re
-import tempfile
 import xml.etree.ElementTree as ET
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
@@ -30,6 +28,8 @@ from typing import Any
 from rich.table import Table
 from rich.text import Text
 
+from harness_lib.constants import VERDICT_COLOURS
+from harness_lib.files import atomic_write_text
 from harness_lib.models import Phase, PhaseResult, RunReport, Verdict
 
 SCHEMA_VERSION = 1
@@ -378,23 +378,6 @@ def report_json(report: RunReport) -> dict[str, Any]:
     }
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    """Write via a temp file in the same directory + os.replace, so a reader (a dashboard
-    polling latest.json) never sees a half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        # Leave no stray temp files behind, whatever went wrong.
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _dumps(data: Any) -> str:
     # default=str: metrics/evidence may carry Decimals or other non-JSON scalars;
     # a report that cannot be written is worse than one with a stringified value.
@@ -404,7 +387,7 @@ def _dumps(data: Any) -> str:
 def write_json(report: RunReport, path: Path) -> Path:
     """Write the JSON report to ``path`` (atomically) and return the path."""
     path = Path(path)
-    _atomic_write_text(path, _dumps(report_json(report)))
+    atomic_write_text(path, _dumps(report_json(report)))
     return path
 
 
@@ -426,8 +409,8 @@ def write_json_report(report: RunReport, reports_dir: Path) -> Path:
     reports_dir = Path(reports_dir)
     text = _dumps(report_json(report))
     path = reports_dir / f"{_safe_file_stem(report.run_id)}.json"
-    _atomic_write_text(path, text)
-    _atomic_write_text(reports_dir / "latest.json", text)
+    atomic_write_text(path, text)
+    atomic_write_text(reports_dir / "latest.json", text)
     return path
 
 
@@ -563,21 +546,11 @@ def junit_xml(report: RunReport) -> str:
 def write_junit(report: RunReport, path: Path) -> Path:
     """Write :func:`junit_xml` to ``path`` (atomically) and return the path."""
     path = Path(path)
-    _atomic_write_text(path, junit_xml(report))
+    atomic_write_text(path, junit_xml(report))
     return path
 
 
 # ------------------------------------------------------------------------------ HTML
-
-_VERDICT_COLOURS = {
-    "PASS": "#1b7f3b",
-    "SKIPPED": "#6b7280",
-    "FAIL": "#b91c1c",
-    "ABORTED": "#b91c1c",
-    "STALLED": "#b45309",
-    "REFUSED": "#7c3aed",
-    "BAD_INPUT": "#7c3aed",
-}
 
 _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem;color:#111}
@@ -618,7 +591,7 @@ def _seconds_or_none(value: Any) -> str | None:
 
 def _verdict_badge(verdict: Any) -> str:
     text = str(verdict or "UNKNOWN")
-    colour = _VERDICT_COLOURS.get(text, "#374151")
+    colour = VERDICT_COLOURS.get(text, VERDICT_COLOURS["OTHER"])
     return f'<span class="verdict" style="background:{colour}">{_e(text)}</span>'
 
 

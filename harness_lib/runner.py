@@ -1,8 +1,10 @@
 """``run_harness(config)``: the phases in order, cleanup always last, a RunReport out.
 
 Also what happens around a run: the embedded simulator for ``--sim``, finding the
-gateway on the standard paper ports, the store record, the JSON/JUnit reports, the
-dead-man heartbeat and the notification.
+gateway on the standard paper ports, the JSON/JUnit reports, the dead-man heartbeat and
+the notification. The store is written only through the run's Recorder (run record,
+phases, notifications, observations). ``run_sweep`` is `harness cleanup` through the
+same plumbing.
 """
 
 from __future__ import annotations
@@ -11,15 +13,16 @@ import asyncio
 import contextlib
 import logging
 import sys
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 from harness_lib import notify, report
 from harness_lib.config import HarnessConfig
 from harness_lib.models import Phase, PhaseResult, RunReport, Target, Verdict, utcnow
-from harness_lib.phases import RunContext, cleanup, health, round_trip, ticks
+from harness_lib.phases import RunContext, cleanup, health, round_trip, sweep, ticks
 from harness_lib.phases.base import new_run_id
+from harness_lib.recorder import Recorder
 from harness_lib.sim import PaperGateway
 from harness_lib.store import Store, StoreError
 
@@ -70,8 +73,52 @@ async def run_harness(
 
     ``gateway`` lets a caller pass a simulator it already runs (tests, notebooks).
     """
-    rid = run_id or new_run_id()
     emit = on_progress or (lambda kind, data: None)
+
+    async def body(ctx: RunContext, store: Store) -> RunReport:
+        return await _run(cfg, ctx, store, emit)
+
+    return await _with_target(cfg, gateway, run_id or new_run_id(), body)
+
+
+async def run_sweep(
+    cfg: HarnessConfig, *, gateway: PaperGateway | None = None, run_id: str | None = None
+) -> RunReport:
+    """`harness cleanup`: sweep what ANY harness run left (see ``phases.cleanup.sweep``),
+    recorded as a run of its own, through the same target, store and Recorder plumbing
+    as :func:`run_harness`. The report has one phase, cleanup."""
+
+    async def body(ctx: RunContext, store: Store) -> RunReport:
+        rep = RunReport(run_id=ctx.run_id, target=ctx.target, contract=SWEEP_CONTRACT,
+                        store_path=str(store.path))  # fmt: skip
+        ctx.rec.start_run(ctx.target, contract=SWEEP_CONTRACT, phases=[str(Phase.CLEANUP)],
+                          config=cfg.redacted(), started_at=rep.started_at)  # fmt: skip
+        ctx.rec.attach(ctx.conn)
+        try:
+            rep.phases.append(await sweep(ctx, store.harness_executions()))
+        finally:
+            await ctx.rec.close()
+            ctx.rec.detach(ctx.conn)
+            ctx.conn.disconnect()
+            rep.finished_at = utcnow()
+            ctx.rec.finish_run(rep)
+        return rep
+
+    return await _with_target(cfg, gateway, run_id or new_run_id(), body)
+
+
+SWEEP_CONTRACT = "(sweep)"
+"""What a `harness cleanup` run records as its contract: it has none of its own."""
+
+
+async def _with_target(
+    cfg: HarnessConfig,
+    gateway: PaperGateway | None,
+    rid: str,
+    body: Callable[[RunContext, Store], Awaitable[RunReport]],
+) -> RunReport:
+    """Start the embedded simulator if asked, find the gateway, open the store, build the
+    run context, and call ``body``; BAD_INPUT when there is no gateway or store."""
     own_sim: PaperGateway | None = None
     if cfg.sim and gateway is None:
         own_sim = PaperGateway(port=0, scenario=cfg.scenario, seed=cfg.sim_seed)
@@ -98,7 +145,9 @@ async def run_harness(
         except StoreError as exc:
             return _bad_input_report(cfg, rid, f"{exc} (set --store or HARNESS_STORE)", port)
         try:
-            return await _run(cfg, rid, host, port, store, gateway is not None, emit)
+            ctx = RunContext.create(cfg, host=host, port=port, store=store, run_id=rid,
+                                    simulated=gateway is not None)  # fmt: skip
+            return await body(ctx, store)
         finally:
             store.close()
     finally:
@@ -106,23 +155,13 @@ async def run_harness(
             await own_sim.stop()
 
 
-async def _run(
-    cfg: HarnessConfig,
-    rid: str,
-    host: str,
-    port: int,
-    store: Store,
-    simulated: bool,
-    emit: Progress,
-) -> RunReport:
-    ctx = RunContext.create(cfg, host=host, port=port, store=store, run_id=rid,
-                            simulated=simulated)  # fmt: skip
+async def _run(cfg: HarnessConfig, ctx: RunContext, store: Store, emit: Progress) -> RunReport:
+    rid = ctx.run_id
     ctx.on_checkpoint = lambda phase, cp: emit("checkpoint", {"phase": phase, "cp": cp})
     rep = RunReport(run_id=rid, target=ctx.target, contract=cfg.contract,
                     store_path=str(store.path))  # fmt: skip
-    store.start_run(rid, target=ctx.target, contract=cfg.contract,
-                    phases=[str(p) for p in cfg.phases], config=cfg.redacted(),
-                    started_at=rep.started_at)  # fmt: skip
+    ctx.rec.start_run(ctx.target, contract=cfg.contract, phases=[str(p) for p in cfg.phases],
+                      config=cfg.redacted(), started_at=rep.started_at)  # fmt: skip
     hb = notify.heartbeat(cfg.heartbeat, "start") if cfg.heartbeat else None
     if hb is not None and not hb.ok:
         _warn(f"heartbeat /start not delivered to {hb.channel}: {hb.detail}")
@@ -150,6 +189,7 @@ async def _run(
                 _start_stack(ctx)
         if cfg.stack:
             emit("phase_start", {"phase": str(Phase.STACK)})
+            ctx.rec.phase_started(str(Phase.STACK))
             result = await _stack_phase(ctx)
             rep.phases.append(result)
             emit("phase_end", {"phase": str(Phase.STACK), "result": result})
@@ -176,7 +216,7 @@ async def _run(
         await ctx.rec.close()
         ctx.rec.detach(ctx.conn)
         rep.finished_at = utcnow()
-        _finish(cfg, store, rep)
+        _finish(cfg, ctx.rec, store, rep)
     if aborted is not None and isinstance(aborted, asyncio.CancelledError):
         task = asyncio.current_task()
         if task is not None:
@@ -229,24 +269,13 @@ async def _safe_cleanup(ctx: RunContext) -> PhaseResult:
         )
 
 
-def _summary(rep: RunReport) -> dict[str, Any]:
-    return {
-        "first_bid_s": rep.metric("first_bid_s"),
-        "first_ask_s": rep.metric("first_ask_s"),
-        "total_cost": rep.metric("total_cost"),
-        "target": rep.target.to_dict(),
-    }
-
-
-def _finish(cfg: HarnessConfig, store: Store, rep: RunReport) -> None:
-    """Store the verdict, write reports, ping the heartbeat and notify. None of these can
-    change the verdict: a delivery failure is reported on stderr and in the store."""
-    try:
-        store.finish_run(rep.run_id, verdict=str(rep.verdict), reason=rep.reason,
-                         exit_code=rep.exit_code, summary=_summary(rep),
-                         finished_at=rep.finished_at)  # fmt: skip
-    except StoreError as exc:
-        _warn(f"could not finish the run record: {exc}")
+def _finish(cfg: HarnessConfig, rec: Recorder, store: Store, rep: RunReport) -> None:
+    """Store the verdict (a run that lost store writes is FAIL by now), write reports,
+    ping the heartbeat and notify. A delivery failure cannot change the verdict: it is
+    reported on stderr and in the store. A store write that fails after the verdict was
+    delivered is reported on stderr."""
+    rec.finish_run(rep)
+    delivered = len(rec.losses)
     try:
         path = report.write_json_report(rep, Path(cfg.reports_dir))
         rep.report_path = str(path)
@@ -260,8 +289,7 @@ def _finish(cfg: HarnessConfig, store: Store, rep: RunReport) -> None:
         stage = "success" if rep.verdict == Verdict.PASS else "fail"
         hb = notify.heartbeat(cfg.heartbeat, stage)
         if hb is not None:
-            store.add_notification(rep.run_id, channel=hb.channel, ok=hb.ok,
-                                   detail=f"heartbeat {stage}: {hb.detail}")  # fmt: skip
+            rec.notification(hb.channel, ok=hb.ok, detail=f"heartbeat {stage}: {hb.detail}")
             if not hb.ok:
                 _warn(f"heartbeat not delivered to {hb.channel}: {hb.detail}")
     if cfg.notify:
@@ -269,9 +297,11 @@ def _finish(cfg: HarnessConfig, store: Store, rep: RunReport) -> None:
         if notify.should_notify(cfg.notify_on, rep.verdict, prev_verdict):
             title, body = notify.format_message(rep, report_location=rep.report_path)
             for d in notify.send(list(cfg.notify), title, body):
-                store.add_notification(rep.run_id, channel=d.channel, ok=d.ok, detail=d.detail)
+                rec.notification(d.channel, ok=d.ok, detail=d.detail)
                 if not d.ok:
                     _warn(f"notification not delivered to {d.channel}: {d.detail}")
+    for _phase, text in rec.losses[delivered:]:
+        _warn(f"store write failed after the verdict, data lost: {text}")
 
 
 def _previous_verdict(store: Store, rep: RunReport) -> str | None:
@@ -290,4 +320,4 @@ def _warn(text: str) -> None:
     print(f"warning: {text}", file=sys.stderr)
 
 
-__all__ = ["find_gateway", "run_harness"]
+__all__ = ["SWEEP_CONTRACT", "find_gateway", "run_harness", "run_sweep"]

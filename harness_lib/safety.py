@@ -16,8 +16,6 @@ import math
 import re
 from collections.abc import Sequence
 
-from harness_lib.models import Verdict
-
 __all__ = [
     "GUARDS",
     "LIVE_PORTS",
@@ -26,7 +24,6 @@ __all__ = [
     "GuardRefusal",
     "check_accounts",
     "check_order",
-    "check_orphans",
     "check_port",
     "is_paper_account",
     "mask_account",
@@ -58,11 +55,6 @@ class GuardRefusal(Exception):
         # Refusals end up in one-line notifications and JUnit messages.
         self.message = " ".join(message.split())
         super().__init__(self.message)
-
-    @property
-    def verdict(self) -> Verdict:
-        """Always ``Verdict.REFUSED``."""
-        return Verdict.REFUSED
 
 
 def is_paper_account(acct: str) -> bool:
@@ -193,20 +185,6 @@ def check_order(
             "notional",
             f"refusing: notional {notional:,.2f} ({quantity:g} x {price:g} x {multiplier:g}) "
             f"exceeds max_notional {max_notional:,.2f}",
-        )
-
-
-def check_orphans(*, open_orders: int, position: float, contract: str) -> None:
-    """Refuse a round trip when the account already has orders or a position in the contract.
-
-    The harness could not tell its own fills from existing ones, and flattening in
-    cleanup could close someone else's position.
-    """
-    if open_orders or (isinstance(position, float) and math.isnan(position)) or position:
-        raise GuardRefusal(
-            "orphans",
-            f"refusing to trade {contract}: {open_orders} open order(s) and position "
-            f"{position:g} already exist; cancel/flatten them first",
         )
 
 

@@ -30,6 +30,8 @@ from pathlib import Path
 from typing import NamedTuple
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from harness_lib.files import atomic_write_text
+
 __all__ = [
     "KINDS",
     "LABEL",
@@ -363,11 +365,8 @@ def _check_kind(kind: str) -> str:
 
 
 def _write(path: Path, text: str) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    # 0644: what a plain write gives under the usual umask; launchd/systemd/cron read it.
+    return atomic_write_text(path, text, mode=0o644)
 
 
 def install(spec: ScheduleSpec, kind: str, home: Path | None = None) -> Installed:

@@ -54,6 +54,7 @@ else:
 
     pd = _LazyPandas()
 
+from harness_lib.constants import DEFAULT_STORE
 from harness_lib.models import (
     Checkpoint,
     PhaseResult,
@@ -63,6 +64,7 @@ from harness_lib.models import (
     finite,
     utcnow,
 )
+from harness_lib.positions import FLAT_EPSILON, side_signs
 
 __all__ = [
     "DEFAULT_STORE",
@@ -73,9 +75,6 @@ __all__ = [
     "migrate",
     "sql_migration",
 ]
-
-DEFAULT_STORE = Path("data/harness.sqlite")
-"""Where runs are recorded unless told otherwise (relative to the working directory)."""
 
 APPLICATION = "livefire"
 """Written to the ``meta`` table so we never adopt (or migrate) someone else's database."""
@@ -375,53 +374,45 @@ def _utc(series: pd.Series) -> pd.Series:
     return pd.to_datetime(pd.to_numeric(series), unit="s", utc=True).dt.round("us")
 
 
-def _process_stat(pid: int) -> tuple[str, int] | None:
-    """(state, start time in clock ticks since boot) from /proc, or None off Linux."""
+PID_START_TOLERANCE_S = 0.5
+"""Two creation times of one process closer than this are the same process."""
+
+
+def _process_start(pid: int) -> float | None:
+    """When process ``pid`` was created (epoch seconds, via psutil), or None if unknown."""
+    import psutil  # here, not at import: only opening a store read-write needs it
+
     try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            data = f.read()
-    except OSError:
-        return None
-    # Fields after the parenthesised command name (which may contain spaces/parens):
-    # rest[0] is field 3 (state), rest[19] is field 22 (starttime).
-    rest = data[data.rindex(b")") + 2 :].split()
-    try:
-        return rest[0].decode(), int(rest[19])
-    except (IndexError, ValueError):
+        return psutil.Process(pid).create_time()
+    except (psutil.Error, OSError):
         return None
 
 
-def _process_start(pid: int) -> int | None:
-    stat = _process_stat(pid)
-    return None if stat is None else stat[1]
-
-
-def _writer_alive(pid: int, pid_start: int | None) -> bool:
+def _writer_alive(pid: int, pid_start: float | None) -> bool:
     """Is the process that wrote a run still alive on this host? When unsure: yes.
 
     Saying "alive" wrongly only delays the ``aborted`` mark; saying "dead" wrongly would
-    clobber a run that is still writing, so every doubt resolves to alive.
+    clobber a run that is still writing, so every doubt resolves to alive. psutil answers
+    the same way on Linux and macOS (where the launchd schedule runs) and on Windows.
     """
-    if os.name == "nt":
-        # os.kill(pid, 0) would *terminate* the process on Windows.
-        return True
+    import psutil
+
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        proc = psutil.Process(pid)
+        if proc.status() == psutil.STATUS_ZOMBIE:
+            return False  # a zombie has exited; it only awaits its parent's wait()
+        start = proc.create_time()
+    except psutil.NoSuchProcess:
         return False
-    except PermissionError:
-        pass  # exists, owned by another user
-    except OSError:
+    except (psutil.Error, OSError):
+        return True  # e.g. AccessDenied: it exists, owned by someone else
+    # Stores written before psutil kept clock ticks since boot (small numbers), not epoch
+    # seconds: those cannot be compared, so they count as alive.
+    if pid_start is None or pid_start < 1e9:
         return True
-    stat = _process_stat(pid)
-    if stat is None:
-        return True
-    state, start = stat
-    if state == "Z":
-        return False  # a zombie has exited; it only awaits its parent's wait()
-    # pid reuse (containers restart with the same small pids): a different start time
+    # pid reuse (containers restart with the same small pids): a different creation time
     # means a different process.
-    return not (pid_start is not None and start != pid_start)
+    return abs(start - float(pid_start)) < PID_START_TOLERANCE_S
 
 
 _RUN_COLUMNS = [
@@ -469,10 +460,6 @@ _COST_COLUMNS = [
     "currency",
     "executions",
 ]
-
-
-def _is_buy(side: Any) -> bool:
-    return str(side).upper() in ("BOT", "BUY", "B")
 
 
 class Store:
@@ -1116,29 +1103,6 @@ class Store:
         cols, rows = self._query("SELECT * FROM runs WHERE run_id = ?", (run_id,))
         return _run_dict(cols, rows[0]) if rows else None
 
-    def latest_run(
-        self, *, target_label: str | None = None, exclude_run_id: str | None = None
-    ) -> dict[str, Any] | None:
-        """The most recent concluded (not 'running') run, optionally on one target.
-
-        Used for notify-on-change: compare a run's verdict with the previous one on the
-        same target label. ``exclude_run_id`` leaves out the run being reported.
-        """
-        where = ["status != 'running'"]
-        params: list[Any] = []
-        if target_label is not None:
-            where.append("target_label = ?")
-            params.append(target_label)
-        if exclude_run_id is not None:
-            where.append("run_id != ?")
-            params.append(exclude_run_id)
-        cols, rows = self._query(
-            f"SELECT * FROM runs WHERE {' AND '.join(where)} "
-            "ORDER BY started_at DESC, rowid DESC LIMIT 1",
-            params,
-        )
-        return _run_dict(cols, rows[0]) if rows else None
-
     def phases(self, run_id: str) -> pd.DataFrame:
         """The phase results of a run in the order they were first recorded."""
         cols = [
@@ -1443,7 +1407,7 @@ def _finish_trades(df: pd.DataFrame) -> pd.DataFrame:
     # An execution whose order was not recorded (e.g. placed by a crashed earlier run)
     # has no known multiplier; 1 is right for stocks, the harness's usual contract.
     mult = df["multiplier"].where(df["multiplier"] > 0, 1.0)
-    sign = pd.Series([1.0 if _is_buy(s) else -1.0 for s in df["side"]], index=df.index)
+    sign = side_signs(df["side"])
     df["slippage"] = sign * (df["price"] - df["decision_mid"]) * df["shares"] * mult
     return df
 
@@ -1457,7 +1421,8 @@ def _cost_ledger(t: pd.DataFrame) -> pd.DataFrame:
 
     key = t["run_id"]
     g = t.groupby(key, sort=False)
-    buy = t["side"].astype(str).str.upper().isin(["BOT", "BUY", "B"])
+    sign = side_signs(t["side"])
+    buy = sign > 0
     # The entry is whatever side the run's first execution took.
     entry = buy == buy.groupby(key, sort=False).transform("first")
     mult = t["multiplier"].where(t["multiplier"] > 0, 1.0)
@@ -1471,7 +1436,9 @@ def _cost_ledger(t: pd.DataFrame) -> pd.DataFrame:
         return (total(price * shares * mask) / w).where(w != 0, np.nan)
 
     commission = total(t["commission"].abs().fillna(0.0))
-    net = total(shares * buy) - total(shares * ~buy)
+    # A side word we cannot read makes the run's net unknown (NaN), never a guess.
+    unknown = sign.isna().groupby(key, sort=False).any()
+    net = total(shares * sign.fillna(0.0)).where(~unknown, np.nan)
     notional = price * shares * mult
     cash = total(notional * ~buy) - total(notional * buy)
     slippage = total(t["slippage"].fillna(0.0))
@@ -1491,7 +1458,7 @@ def _cost_ledger(t: pd.DataFrame) -> pd.DataFrame:
             "slippage_known": t["decision_mid"].notna().groupby(key, sort=False).all(),
             "total_cost": commission + slippage,
             # Only a flat round trip has a realized P&L; an open leg would look like a loss.
-            "realized_pnl": (cash - commission).where(net.abs() < 1e-9, np.nan),
+            "realized_pnl": (cash - commission).where(net.abs() < FLAT_EPSILON, np.nan),
             "net_position": net,
             "currency": g["currency"].first(),
             "executions": g.size(),

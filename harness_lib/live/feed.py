@@ -1,7 +1,7 @@
 """One live feed per process for notebooks: a background thread, its own event loop, one
 IB connection, and thread-safe snapshots for cells to draw.
 
-Why a thread of its own (see docs/marimo-live-notebooks.md §2.4):
+Why a thread of its own:
 
 * marimo re-runs cells, and a re-run connect cell would leave its old connection open.
   The feed owns the connection; :meth:`LiveFeed.connect` closes the previous one first,
@@ -57,8 +57,7 @@ from harness_lib.live.snapshot import (
 )
 from harness_lib.models import IBMessage, RunReport
 from harness_lib.phases import RunContext, health, ticks
-from harness_lib.phases.base import is_real
-from harness_lib.phases.ticks import FIELDS, MDT_NAMES
+from harness_lib.quotes import QUOTE_FIELDS, market_data_name, note_first_real
 from harness_lib.safety import is_paper_account, mask_account
 from harness_lib.sim import PaperGateway, Scenario, parse_scenario
 
@@ -98,7 +97,7 @@ class _Session:
     problem: str = ""
     ticker: Ticker | None = None
     quote: dict[str, float] = dataclasses.field(
-        default_factory=lambda: dict.fromkeys(FIELDS, math.nan)
+        default_factory=lambda: dict.fromkeys(QUOTE_FIELDS, math.nan)
     )
     market_data_type: int | None = None
     first_mono: dict[str, float] = dataclasses.field(default_factory=dict)
@@ -403,12 +402,10 @@ class LiveFeed:
                     s.subscribed_mono = _checkpoint_mono(s, "subscribed")
                 if t.ticks:
                     s.last_tick_mono = now
-                for f in FIELDS:
-                    value = float(getattr(t, f))
-                    s.quote[f] = value
-                    if f not in s.first_mono and is_real(value, size=f.endswith("Size")):
-                        s.first_mono[f] = now
-                        s.first_wall[f] = wall
+                for f in QUOTE_FIELDS:
+                    s.quote[f] = float(getattr(t, f))
+                for f in note_first_real(s.first_mono, t, now):
+                    s.first_wall[f] = wall
                 s.market_data_type = t.marketDataType
 
     def _on_message(self, s: _Session, msg: IBMessage) -> None:
@@ -466,7 +463,7 @@ class LiveFeed:
         rec = s.ctx.rec.snapshot(last_ticks=recent_ticks)
         if t0 is None:
             t0 = _checkpoint_mono(s, "subscribed")
-        market_data = MDT_NAMES.get(mdt, str(mdt)) if mdt is not None else None
+        market_data = market_data_name(mdt)
         phases = s.phases
         concluded = [p for p in (phases.health, phases.ticks) if p is not None]
         report = RunReport(run_id=s.ctx.run_id, target=s.ctx.target, contract=s.ctx.cfg.contract,
@@ -494,8 +491,8 @@ class LiveFeed:
             quote=quote,
             market_data_type=mdt,
             market_data=market_data,
-            first_seconds={f: _since(first_mono.get(f), t0) for f in FIELDS},
-            first_at={f: first_wall.get(f) for f in FIELDS},
+            first_seconds={f: _since(first_mono.get(f), t0) for f in QUOTE_FIELDS},
+            first_at={f: first_wall.get(f) for f in QUOTE_FIELDS},
             tick_count=rec["tick_count"],
             last_tick_age_s=None if last_tick is None else now - last_tick,
             ticks=ticks_frame(rec["ticks"]),

@@ -23,7 +23,8 @@ from typing import Any, NamedTuple
 import pandas as pd
 
 from harness_lib.models import PhaseResult, RunReport, Verdict
-from harness_lib.phases.ticks import FIELDS, stale_reason
+from harness_lib.phases.ticks import stale_reason
+from harness_lib.quotes import QUOTE_FIELDS as FIELDS
 
 __all__ = [
     "MESSAGE_COLUMNS",
@@ -102,7 +103,7 @@ def _no_times() -> dict[str, Any]:
 class Snapshot:
     """A consistent copy of the live view at ``taken_at``, safe to read from any thread.
 
-    Mappings are keyed by the quote fields (:data:`harness_lib.phases.ticks.FIELDS`).
+    Mappings are keyed by the quote fields (:data:`harness_lib.quotes.QUOTE_FIELDS`).
     Frames are copies: a cell may change them without touching the feed.
     """
 

@@ -18,7 +18,7 @@ import pandas as pd
 
 from harness_lib.live.snapshot import HealthPanel, Snapshot
 from harness_lib.models import Verdict
-from harness_lib.phases.ticks import FIELDS
+from harness_lib.quotes import QUOTE_FIELDS as FIELDS
 
 __all__ = [
     "callout_kind",

@@ -15,7 +15,7 @@ from ib_async import Contract, Ticker, Trade
 
 from harness_lib.config import HarnessConfig
 from harness_lib.connection import Connection
-from harness_lib.models import Checkpoint, Phase, PhaseResult, Target, Verdict, finite, utcnow
+from harness_lib.models import Checkpoint, Phase, PhaseResult, Target, Verdict, utcnow
 from harness_lib.recorder import Recorder
 from harness_lib.store import Store
 
@@ -112,6 +112,7 @@ class PhaseRun:
         self.started_at = utcnow()
         self.checkpoints: list[Checkpoint] = []
         self.mark = ctx.conn.mark()
+        ctx.rec.phase_started(str(phase))
 
     def cp(self, name: str, detail: str = "") -> Checkpoint:
         """Record a checkpoint of this phase now."""
@@ -146,14 +147,6 @@ class PhaseRun:
         )
         self.ctx.rec.phase(res)
         return res
-
-
-def is_real(value: float | None, *, size: bool = False) -> bool:
-    """True for a real quote value: finite, not IB's -1 'no quote', sizes above zero."""
-    x = finite(value)
-    if x is None:
-        return False
-    return x > 0 if size else x != -1
 
 
 async def wait_for(

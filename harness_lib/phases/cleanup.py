@@ -12,6 +12,7 @@ from collections.abc import Callable
 from ib_async import Contract, MarketOrder, Trade
 
 from harness_lib.models import Phase, PhaseResult, Verdict
+from harness_lib.positions import FLAT_EPSILON, net_position
 from harness_lib.safety import GuardRefusal, check_accounts
 from harness_lib.store import HARNESS_REF_PREFIX
 
@@ -52,6 +53,34 @@ def _still_open(ctx: RunContext, t: Trade) -> bool:
     return t.isActive()
 
 
+def flatten_order(to_close: float, order_ref: str, account: str | None) -> MarketOrder:
+    """The closing order for ``to_close`` (positive: we hold it long, so sell; negative:
+    buy back), tagged with ``order_ref`` so it is ours like every other harness order."""
+    action = "SELL" if to_close > 0 else "BUY"
+    order = MarketOrder(action, abs(to_close), orderRef=order_ref, tif="DAY")
+    if account:
+        order.account = account
+    return order
+
+
+def _place_flatten(ctx: RunContext, contract: Contract, to_close: float) -> Trade:
+    """Place and record the closing order for ``to_close`` on ``contract``."""
+    order = flatten_order(to_close, ctx.rec.order_ref, ctx.account)
+    trade = ctx.conn.ib.placeOrder(contract, order)
+    ctx.trades.append(trade)
+    ctx.rec.order_placed(trade, leg="flatten", account=ctx.account)
+    return trade
+
+
+async def _await_flatten(ctx: RunContext, trade: Trade) -> None:
+    """Wait for the closing order to finish; cancel what did not fill in time."""
+    ib = ctx.conn.ib
+    await wait_for(lambda: trade.isDone(), time.monotonic() + ctx.cfg.fill_deadline,
+                   abort=lambda: not ib.isConnected())  # fmt: skip
+    if trade.orderStatus.status != "Filled" and trade.isActive():
+        ib.cancelOrder(trade.order)
+
+
 async def _flatten(
     ctx: RunContext, p: PhaseRun, net: dict[int, float], contracts: dict[int, Contract]
 ) -> dict[int, float]:
@@ -64,7 +93,7 @@ async def _flatten(
                    if cid == con_id and (ctx.account is None or acct == ctx.account))  # fmt: skip
         to_close = clip_to_account(qty, held)
         if to_close == 0:
-            if abs(qty) > 1e-9:
+            if abs(qty) > FLAT_EPSILON:
                 ctx.rec.note(
                     "warning",
                     f"harness net {qty:+g} on conId {con_id} but the account holds {held:+g}; "
@@ -74,22 +103,13 @@ async def _flatten(
         contract = contracts[con_id]
         if not contract.exchange:
             contract.exchange = "SMART" if contract.secType == "STK" else contract.exchange
-        action = "SELL" if to_close > 0 else "BUY"
-        order = MarketOrder(action, abs(to_close), orderRef=ctx.rec.order_ref, tif="DAY")
-        if ctx.account:
-            order.account = ctx.account
-        trade = ib.placeOrder(contract, order)
-        ctx.trades.append(trade)
-        ctx.rec.order_placed(trade, leg="flatten", account=ctx.account)
-        p.cp("flatten_submitted", f"{action} {abs(to_close):g} conId {con_id}")
-        await wait_for(lambda t=trade: t.isDone(), time.monotonic() + ctx.cfg.fill_deadline,
-                       abort=lambda: not ib.isConnected())  # fmt: skip
-        if trade.orderStatus.status != "Filled" and trade.isActive():
-            ib.cancelOrder(order)
+        trade = _place_flatten(ctx, contract, to_close)
+        p.cp("flatten_submitted", f"{trade.order.action} {abs(to_close):g} conId {con_id}")
+        await _await_flatten(ctx, trade)
         for f in trade.fills:
             ctx.rec.record_execution(f)
     for con_id, qty in ctx.rec.net_position().items():
-        if abs(qty) > 1e-9 and con_id in net:
+        if abs(qty) > FLAT_EPSILON and con_id in net:
             left[con_id] = qty
     return left
 
@@ -240,10 +260,7 @@ async def sweep(
             ex = f.execution
             executions[ex.execId] = (f.contract.conId, ex.side, float(ex.shares))
             contracts[f.contract.conId] = f.contract
-    net: dict[int, float] = {}
-    for cid, side, shares in executions.values():
-        net[cid] = net.get(cid, 0.0) + (shares if side in ("BOT", "BUY") else -shares)
-    net = {k: v for k, v in net.items() if abs(v) > 1e-9}
+    net = net_position(executions.values())
     positions: dict[int, float] = {}
     for pos in ib.positions():
         if pos.account == ctx.account:
@@ -258,18 +275,11 @@ async def sweep(
         if not contract.exchange or contract.secType == "STK":
             await ib.qualifyContractsAsync(contract)
             contract.exchange = contract.exchange or "SMART"
-        action = "SELL" if to_close > 0 else "BUY"
-        order = MarketOrder(action, abs(to_close), orderRef=ctx.rec.order_ref, tif="DAY",
-                            account=ctx.account)  # fmt: skip
-        trade = ib.placeOrder(contract, order)
-        ctx.trades.append(trade)
-        ctx.rec.order_placed(trade, leg="flatten", account=ctx.account)
-        await wait_for(lambda t=trade: t.isDone(), time.monotonic() + ctx.cfg.fill_deadline)
+        trade = _place_flatten(ctx, contract, to_close)
+        await _await_flatten(ctx, trade)
         if trade.orderStatus.status == "Filled":
             flattened[cid] = -to_close
         else:
-            if trade.isActive():
-                ib.cancelOrder(order)
             unfilled[cid] = to_close
     p.cp("flattened", f"{len(flattened)} position(s)")
     conn.disconnect()

@@ -13,10 +13,12 @@ from dataclasses import dataclass
 from ib_async import MarketOrder, Trade
 
 from harness_lib.models import Phase, PhaseResult, Verdict
+from harness_lib.positions import FLAT_EPSILON, net_position
+from harness_lib.quotes import is_real
 from harness_lib.safety import GuardRefusal, check_accounts, check_order
 from harness_lib.store import HARNESS_REF_PREFIX
 
-from .base import PhaseRun, RunContext, is_real, wait_for
+from .base import PhaseRun, RunContext, wait_for
 
 REJECT_CODES = {201, 203, 10147, 10148, 110, 161, 200}
 
@@ -49,21 +51,19 @@ async def find_orphans(ctx: RunContext) -> list[str]:
     fills = await asyncio.wait_for(ib.reqExecutionsAsync(), ctx.cfg.connect_timeout * 2)
     # Net per contract across every earlier harness run: a sweep's flattening order has
     # its own run tag, so per-tag nets would never look flat.
-    net: dict[int, float] = {}
     refs: dict[int, set[str]] = {}
     names: dict[int, str] = {}
+    earlier = []
     for f in fills:
         ref = f.execution.orderRef or ""
         if not ref.startswith(HARNESS_REF_PREFIX) or ref == ctx.rec.order_ref:
             continue
         cid = f.contract.conId
-        sign = 1 if f.execution.side == "BOT" else -1
-        net[cid] = net.get(cid, 0.0) + sign * float(f.execution.shares)
+        earlier.append((cid, f.execution.side, f.execution.shares))
         refs.setdefault(cid, set()).add(ref)
         names[cid] = f.contract.localSymbol or f.contract.symbol
-    for cid, qty in net.items():
-        if abs(qty) > 1e-9:
-            found.append(f"net position {qty:+g} {names[cid]} from {', '.join(sorted(refs[cid]))}")
+    for cid, qty in net_position(earlier).items():
+        found.append(f"net position {qty:+g} {names[cid]} from {', '.join(sorted(refs[cid]))}")
     return found
 
 
@@ -114,7 +114,7 @@ async def round_trip(ctx: RunContext) -> PhaseResult:
         exit_leg = await _leg(ctx, p, "exit", "SELL", entry.filled)
         legs.append(exit_leg)
     net = ctx.rec.net_position(contract.conId).get(contract.conId, 0.0)
-    if abs(net) < 1e-9 and entry.filled > 0:
+    if abs(net) < FLAT_EPSILON and entry.filled > 0:
         p.cp("flat", "net position from harness executions is 0")
 
     metrics = _costs(legs, mult, contract.currency)
@@ -135,10 +135,10 @@ async def round_trip(ctx: RunContext) -> PhaseResult:
         first = problems[0]
         verdict = Verdict.STALLED if first.stalled else Verdict.FAIL
         reason = f"{first.name}: {first.problem}"
-        if abs(net) > 1e-9:
+        if abs(net) > FLAT_EPSILON:
             reason += f"; harness position {net:+g} left for cleanup"
         return p.result(verdict, reason, metrics, evidence)
-    if abs(net) > 1e-9:
+    if abs(net) > FLAT_EPSILON:
         return p.result(Verdict.FAIL, f"position not flat after the round trip: {net:+g}",
                         metrics, evidence)  # fmt: skip
     return p.result(

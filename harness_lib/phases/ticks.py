@@ -16,13 +16,13 @@ from ib_async import Ticker
 
 from harness_lib.contracts import ContractError, SpecError, parse_spec, resolve_contract
 from harness_lib.models import Phase, PhaseResult, Verdict
+from harness_lib.quotes import QUOTE_FIELDS as FIELDS
+from harness_lib.quotes import is_real, market_data_name, note_first_real
 
-from .base import PhaseRun, RunContext, is_real
+from .base import PhaseRun, RunContext
 
-FIELDS = ("bid", "ask", "last", "bidSize", "askSize")
 NOT_SUBSCRIBED = {354, 10089, 10168}
 DELAYED_WARNING = 10167
-MDT_NAMES = {1: "live", 2: "frozen", 3: "delayed", 4: "delayed-frozen"}
 
 
 def req_id_of(ticker: Ticker, ib: object) -> int | None:
@@ -69,9 +69,7 @@ async def ticks(ctx: RunContext) -> PhaseResult:
         # Runs inside ib_async's event dispatch: only record, never raise.
         now = time.monotonic()
         arrivals.append(now)
-        for f in FIELDS:
-            if f not in first and is_real(getattr(t, f), size=f.endswith("Size")):
-                first[f] = now - t_sub
+        note_first_real(first, t, now - t_sub)
         wake.set()
 
     ticker = ib.reqMktData(contract, "", False, False)
@@ -127,7 +125,7 @@ async def ticks(ctx: RunContext) -> PhaseResult:
         "con_id": contract.conId,
         "symbol": contract.localSymbol or contract.symbol,
         "market_data_type": mdt,
-        "market_data": MDT_NAMES.get(mdt, str(mdt)),
+        "market_data": market_data_name(mdt),
         "delayed": mdt in (3, 4),
         **{f"first_{f}_s": _r(first.get(f)) for f in FIELDS},
     }
@@ -161,7 +159,7 @@ async def ticks(ctx: RunContext) -> PhaseResult:
             ctx.ticks_live = False
         else:
             verdict = Verdict.PASS
-            kind = MDT_NAMES.get(mdt, str(mdt))
+            kind = market_data_name(mdt)
             reason = (
                 f"bid/ask {kind} after {first['bid'] * 1000:.0f}/{first['ask'] * 1000:.0f} ms "
                 f"on {metrics['symbol']}"

@@ -25,7 +25,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from harness_lib.config import REDACTED, redact_url
+from harness_lib.redact import MASK as REDACTED
+from harness_lib.redact import redact_text, redact_url, secrets_in_url, with_encodings
 
 __all__ = [
     "DEFAULT_HOLD",
@@ -64,11 +65,8 @@ _SAMPLE = {"symbol": "AAPL", "conId": "265598", "localSymbol": "AAPL"}
 
 
 def redact(text: str) -> str:
-    """The project's redaction for anything that may carry a secret (URLs, error text).
-
-    The one call site of the shared rule, so moving it (to ``harness_lib.redact``) is a
-    one-line change here.
-    """
+    """The project's redaction (``harness_lib.redact``) for anything that may carry a
+    secret (URLs, error text); the one call site of the shared rule."""
     return redact_url(text)
 
 
@@ -80,13 +78,12 @@ def scrub(text: str, secrets: Sequence[str], *, generic: bool = True) -> str:
     ``generic=False`` skips the generic token rule: for excerpts of the stack's own
     payloads, where long ordinary words (``snapshot_fallback``) must stay readable.
     """
-    out = str(text)
-    for secret in sorted(_secret_parts(secrets), key=len, reverse=True):
-        out = out.replace(secret, REDACTED)
+    out = redact_text(str(text), _secret_parts(secrets))
     return redact(out) if generic else out
 
 
 def _secret_parts(secrets: Sequence[str]) -> set[str]:
+    """Each secret, its words (``Bearer abc`` -> ``abc``), in raw and percent-encoded forms."""
     parts: set[str] = set()
     for s in secrets:
         s = str(s).strip()
@@ -97,7 +94,7 @@ def _secret_parts(secrets: Sequence[str]) -> set[str]:
         for word in s.split():
             if len(word) >= 4 and word.lower() not in {"bearer", "basic", "token", "digest"}:
                 parts.add(word)
-    return parts
+    return with_encodings(parts)
 
 
 class StackSpecError(ValueError):
@@ -176,8 +173,8 @@ class Endpoint:
 
     @property
     def secrets(self) -> tuple[str, ...]:
-        """The header values (what :func:`scrub` hides)."""
-        return tuple(self.headers.values())
+        """The header values and any secret in the URL (what :func:`scrub` hides)."""
+        return (*self.headers.values(), *sorted(secrets_in_url(self.url)))
 
     @property
     def safe_url(self) -> str:

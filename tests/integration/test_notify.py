@@ -14,10 +14,10 @@ from harness_lib.notify import (
     Delivery,
     format_message,
     heartbeat,
-    redact_url,
     send,
     should_notify,
 )
+from harness_lib.redact import redact_url
 from tests.loopback import Server  # http_server/dead_port fixtures: tests/conftest.py
 
 T0 = datetime(2026, 3, 2, 14, 5, tzinfo=UTC)
