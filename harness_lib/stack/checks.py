@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from harness_lib.models import Verdict
+from harness_lib.quotes import is_real
 
 from .observe import Observation, QuoteSeen
 from .spec import Endpoint
@@ -199,7 +200,7 @@ def _judge_quote(
 ) -> tuple[str | None, float | None]:
     """(None, broker moment) when the quote is real, live and matches; else (why, None)."""
     assert ep.quote is not None
-    if q.bid is None or q.ask is None:
+    if not (is_real(q.bid) and is_real(q.ask)):  # null, NaN, placeholder, IB's -1
         return (
             f"showed {q.describe()} (expected real numbers for bid and ask, not "
             "null/NaN/a placeholder)"

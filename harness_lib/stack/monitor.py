@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from harness_lib.models import Checkpoint, Phase, PhaseResult, Verdict, utcnow, worst
+from harness_lib.positions import side_sign
 
 from .checks import (
     BrokerFill,
@@ -135,7 +136,7 @@ class StackMonitor:
             fills = [f for f in trade.fills if f.execution.execId in self.exec_arrivals]
             if not fills:
                 continue
-            sign = 1.0 if trade.order.action == "BUY" else -1.0
+            sign = float(side_sign(trade.order.action))
             perm = trade.order.permId or fills[0].execution.permId
             submitted = trade.log[0].time.timestamp() if trade.log else self.started_wall
             out.append(

@@ -190,3 +190,19 @@ def test_trade_id_earlier_run_and_undecided(ep: Endpoint) -> None:
     assert r is not None and r.verdict == Verdict.FAIL and "earlier run" in r.reason
     silent = check_trade_id(ep, [], [ENTRY], now=INF, symbol="A")
     assert silent is not None and silent.verdict == Verdict.STALLED
+
+
+def test_quotes_ib_no_quote_sentinel_is_not_a_number(ep: Endpoint) -> None:
+    r = quotes(ep, [q(0.7, -1.0, 189.53)])
+    assert r is not None and r.verdict == Verdict.FAIL and "expected real numbers" in r.reason
+
+
+def test_position_before_the_run_is_the_baseline(ep: Endpoint) -> None:
+    # An account already long 5: after buying one the stack must show 6, after selling 5.
+    obs = [pos(1, 5), pos(10.3, 6), pos(12.2, 5)]
+    opened = check_position(ep, obs, ENTRY, expected=6, now=INF, symbol="AAPL")
+    assert opened is not None and opened.verdict == Verdict.PASS
+    back = check_position(
+        ep, obs, EXIT, expected=5, now=INF, symbol="AAPL", name="position_cleared", hold=1.0
+    )
+    assert back is not None and back.verdict == Verdict.PASS
