@@ -109,6 +109,10 @@ def run(
     notify_on: Annotated[str | None, typer.Option(help="fail | always | change.")] = None,
     heartbeat: Annotated[str | None, typer.Option(help="Healthchecks-style ping URL.")] = None,
     seed: Annotated[int | None, typer.Option(help="Simulator seed.")] = None,
+    stack_file: Annotated[
+        Path | None,
+        typer.Option("--stack-file", help="TOML file of [[stack]] endpoints to watch."),
+    ] = None,
     config: Annotated[
         Path | None, typer.Option(help="Config file (default ./harness.toml).")
     ] = None,
@@ -124,7 +128,7 @@ def run(
         "max_quantity": max_quantity, "max_notional": max_notional,
         "allow_live_port": allow_live_port, "store": store, "json_path": json_path,
         "junit_path": junit, "notify": notify_url or None, "notify_on": notify_on,
-        "heartbeat": heartbeat, "sim_seed": seed,
+        "heartbeat": heartbeat, "sim_seed": seed, "stack": stack_file,
     }  # fmt: skip
     cfg = _load(flags, config)
     if cfg.sim and cfg.scenario:

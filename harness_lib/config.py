@@ -51,7 +51,7 @@ ENV_PREFIX = "HARNESS_"
 DEFAULT_PHASES = (Phase.HEALTH, Phase.TICKS, Phase.CLEANUP)
 
 # CLI flags are --field-name except where the CLI chose a shorter name.
-_FLAG_NAMES = {"tick_deadline": "--deadline"}
+_FLAG_NAMES = {"tick_deadline": "--deadline", "stack": "--stack-file"}
 
 
 class ConfigError(ValueError):
@@ -256,6 +256,29 @@ def _notify_on(v: Any) -> str:
     return v.strip().lower()
 
 
+def _stack(v: Any, source: str = "stack") -> tuple[Any, ...]:
+    """``[[stack]]`` tables, ``HARNESS_STACK`` JSON, or a ``--stack-file`` path (TOML).
+
+    Validated by harness_lib.stack.spec, imported here lazily: a run without a stack
+    never loads it (or jmespath).
+    """
+    from harness_lib.stack.spec import Endpoint, parse_stack
+
+    if isinstance(v, tuple) and all(isinstance(e, Endpoint) for e in v):
+        return v
+    if isinstance(v, os.PathLike):
+        path = Path(v)
+        try:
+            doc = tomllib.loads(path.read_text("utf-8"))
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as err:
+            raise _Invalid(f"cannot read stack file {path}: {err}") from None
+        unknown = [k for k in doc if k != "stack"]
+        if unknown:
+            raise _Invalid(f"{path} may hold only [[stack]] tables, not {unknown[0]!r}")
+        return parse_stack(doc.get("stack", []), str(path))
+    return parse_stack(v, source)
+
+
 _TIMEOUT = _float(hi=3600.0)
 _TIMEOUT_EXPECTED = "a number of seconds > 0 and <= 3600"
 
@@ -338,6 +361,12 @@ _FIELDS: dict[str, _Field] = {
     "heartbeat": _Field(
         _nullable(_url), "a URL like 'https://hc-ping.com/<uuid>', or unset", secret=True
     ),
+    "stack": _Field(
+        _stack,
+        "[[stack]] tables (see README: Stack checks)",
+        "declare endpoints of your own stack for the harness to watch",
+        secret=True,
+    ),
 }
 
 
@@ -356,6 +385,17 @@ def _show(value: Any, secret: bool) -> str:
 
 def _parse_field(name: str, value: Any, source: str) -> Any:
     spec = _FIELDS[name]
+    if name == "stack":
+        # Its own one-line errors name the nested key: invalid stack[0].quote.bid in ...
+        from harness_lib.stack.spec import StackSpecError
+
+        try:
+            return _stack(value, source)
+        except StackSpecError as err:
+            raise ConfigError(str(err), key=err.key, source=err.source) from None
+        except _Invalid as err:
+            raise ConfigError(f"invalid stack from {source}: {err.why}", key=name,
+                              source=source) from None  # fmt: skip
     try:
         return spec.parse(value)
     except (ValueError, TypeError, OverflowError) as err:
@@ -441,6 +481,8 @@ class HarnessConfig:
     notify: tuple[str, ...] = field(default=())
     notify_on: str = "fail"
     heartbeat: str | None = None
+    stack: tuple[Any, ...] = ()
+    """Endpoints of the user's own stack to watch (``harness_lib.stack.spec.Endpoint``)."""
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -466,6 +508,8 @@ class HarnessConfig:
                 value = str(value)
             elif f.name == "phases":
                 value = [str(p) for p in value]
+            elif f.name == "stack":
+                value = [ep.public() for ep in value]  # header values hidden
             out[f.name] = value
         return out
 
@@ -562,7 +606,7 @@ def load_config(
     for key, value in (flags or {}).items():
         if key not in _FIELDS:
             raise _unknown_key(key, "flags", "flag")
-        if value is None or (key in ("phases", "notify") and value in ((), [])):
+        if value is None or (key in ("phases", "notify", "stack") and value in ((), [])):
             continue
         raw[key] = (value, flag_name(key))
 

@@ -80,7 +80,7 @@ def worst(verdicts: list[Verdict]) -> Verdict:
 
 
 class Phase(StrEnum):
-    """The four phases, in the order a run executes them."""
+    """The phases, in the order a run executes them."""
 
     HEALTH = "health"
     """Connect, check server version, accounts (paper guard), clock skew and farm notices."""
@@ -88,6 +88,8 @@ class Phase(StrEnum):
     """Qualify a contract, subscribe, and time when each ticker field becomes real."""
     ROUND_TRIP = "round_trip"
     """Buy then sell one contract on a paper account and measure the cost (opt-in)."""
+    STACK = "stack"
+    """Judge what the user's own stack showed (when one is declared; see harness_lib.stack)."""
     CLEANUP = "cleanup"
     """Cancel harness orders, flatten harness positions, unsubscribe, disconnect (always)."""
 

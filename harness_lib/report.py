@@ -136,9 +136,47 @@ _METRICS_SCHEMA: dict[str, Any] = {
     },
 }
 
+_STACK_CHECK_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "description": "One stack check of one endpoint of the user's own stack (README: Stack "
+    "checks): what it showed against what the broker did.",
+    "required": ["name", "endpoint", "verdict", "reason", "latency_s"],
+    "properties": {
+        "name": {
+            "type": "string",
+            "enum": ["stream", "quotes", "position_opened", "trade_id", "position_cleared"],
+            "description": "stream: reachable and well-formed; quotes: real live bid/ask "
+            "matching the broker; position_opened / position_cleared: the position after the "
+            "entry / exit fill (cleared stays cleared for the hold window); trade_id: each "
+            "fill's own execId/permId.",
+        },
+        "endpoint": {"type": "string", "description": "The declared endpoint name."},
+        "verdict": {"type": "string", "enum": _VERDICTS},
+        "reason": {"type": "string", "description": "Names the endpoint and the expectation."},
+        "latency_s": {
+            "type": _nullable("number"),
+            "description": "Stack moment minus the broker moment the harness observed "
+            "(quote arrival, execDetails arrival); null when not measured.",
+        },
+        "at_wall": {"type": _nullable("number"), "description": "Epoch seconds."},
+        "expected": {"type": "string"},
+        "observed": {"type": "string"},
+    },
+}
+
 _PHASE_SCHEMA: dict[str, Any] = {
     "type": "object",
     "description": "The result of one phase.",
+    # The stack phase's evidence lists every check (and the endpoints, headers hidden).
+    "if": {"properties": {"phase": {"const": "stack"}}},
+    "then": {
+        "properties": {
+            "evidence": {
+                "type": "object",
+                "properties": {"checks": {"type": "array", "items": _STACK_CHECK_SCHEMA}},
+            }
+        }
+    },
     "required": [
         "phase",
         "verdict",
@@ -155,7 +193,7 @@ _PHASE_SCHEMA: dict[str, Any] = {
         "phase": {
             "type": "string",
             "enum": _PHASES,
-            "description": "Which phase: health, ticks, round_trip or cleanup.",
+            "description": "Which phase: health, ticks, round_trip, stack or cleanup.",
         },
         "verdict": {
             "type": "string",
@@ -416,6 +454,16 @@ def _failure_message(result: PhaseResult) -> str:
     return f"{msg} [{codes[0]}]" if codes else msg
 
 
+def _stack_case(check: Mapping[str, Any]) -> tuple[str, Verdict, str, str, str]:
+    latency = check.get("latency_s")
+    details = [f"verdict: {check.get('verdict')}", f"reason: {check.get('reason') or '-'}"]
+    details += [f"{k}: {check[k]}" for k in ("expected", "observed") if check.get(k)]
+    details.append(f"latency_s: {'not observed' if latency is None else latency}")
+    name = f"stack.{check.get('endpoint')}.{check.get('name')}"
+    verdict = Verdict(str(check.get("verdict")))
+    return name, verdict, "0.000", str(check.get("reason") or verdict), "\n".join(details)
+
+
 def junit_xml(report: RunReport) -> str:
     """JUnit XML for the run: one ``<testsuite name="livefire">`` (inside
     ``<testsuites>``) with one ``<testcase>`` per phase.
@@ -446,16 +494,17 @@ def junit_xml(report: RunReport) -> str:
     ):
         ET.SubElement(props, "property", name=name, value=value)
 
-    cases: list[tuple[str, Verdict, str, str, str]] = [
-        (
-            str(p.phase),
-            p.verdict,
-            _fmt_seconds(p.duration_s),
-            _failure_message(p),
-            _phase_details(p),
-        )
-        for p in report.phases
-    ]
+    cases: list[tuple[str, Verdict, str, str, str]] = []
+    for p in report.phases:
+        checks = p.evidence.get("checks") if p.phase == Phase.STACK else None
+        if checks:
+            # One case per stack check, so CI names the failed one (stack.dash-sse.quotes).
+            cases.extend(_stack_case(c) for c in checks)
+            continue
+        cases.append(
+            (str(p.phase), p.verdict, _fmt_seconds(p.duration_s), _failure_message(p),
+             _phase_details(p))
+        )  # fmt: skip
     if not cases:
         # A run with no phase must still show up in CI rather than as an empty suite.
         cases.append(("run", Verdict.SKIPPED, "0.000", "no phase ran", "no phase ran"))
