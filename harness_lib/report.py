@@ -7,7 +7,7 @@ One run produces the same facts in four shapes:
 * a JUnit XML file, so CI systems show a failing phase as a failing test;
 * a self-contained HTML page, the fallback for ``harness report`` when the notebook
   export is unavailable (fed from plain store rows, not from a RunReport);
-* a rich table for the console.
+* plain aligned lines for the console (:func:`console_summary`).
 
 Every shape names the target, and a simulator run says SIMULATOR, so a green simulator
 run is never mistaken for a healthy gateway.
@@ -27,7 +27,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from rich.table import Table
+from rich.console import Console, Group
 from rich.text import Text
 
 from harness_lib.models import Phase, PhaseResult, RunReport, Verdict
@@ -729,10 +729,14 @@ def _seconds_text(value: Any) -> str:
     return "never"
 
 
-def console_summary(report: RunReport) -> Table:
-    """A rich table of the run: one row per phase (verdict, duration, reason), with the
-    target, account, time to first bid/ask and cost in the caption. The title shouts
-    SIMULATOR when the target was the simulator."""
+def console_summary(report: RunReport) -> Group:
+    """The run for a person: a title line (it shouts SIMULATOR when the target was the
+    simulator), one line per phase (verdict, duration, reason with the IB code) and the
+    target, account, time to first bid/ask, cost and the run's reason.
+
+    Plain aligned lines rather than a table: a table must wrap or crop its cells to fit a
+    terminal, and an IB message is what a reader greps for. Print it with
+    :func:`print_console_summary`, which never cuts a line (the terminal wraps it)."""
     verdict = report.verdict
     if report.target.simulated:
         title = Text.assemble(
@@ -744,31 +748,31 @@ def console_summary(report: RunReport) -> Table:
     else:
         title = Text.assemble("livefire ", (str(verdict), _STYLE[verdict]))
 
-    table = Table(title=title, title_justify="left", caption_justify="left", expand=False)
-    table.add_column("Phase", no_wrap=True)
-    table.add_column("Verdict", no_wrap=True)
-    table.add_column("Duration", justify="right", no_wrap=True)
-    table.add_column("Reason")
+    lines: list[Text] = [title]
+    width = max((len(str(p.phase)) for p in report.phases), default=0)
     for p in report.phases:
         reason = p.reason
         codes = [str(e) for e in p.errors if not p.ok and str(e) not in reason]
         if codes:
             reason = f"{reason} ({codes[0]})" if reason else codes[0]
-        table.add_row(
-            str(p.phase),
-            Text(f"{p.verdict.mark} {p.verdict}", style=_STYLE[p.verdict]),
-            _seconds_text(p.duration_s) if p.verdict != Verdict.SKIPPED else "-",
-            reason,
+        duration = _seconds_text(p.duration_s) if p.verdict != Verdict.SKIPPED else "-"
+        lines.append(
+            Text.assemble(
+                "  ",
+                (f"{p.verdict.mark} {p.verdict!s:<9}", _STYLE[p.verdict]),
+                f" {p.phase!s:<{width}} {duration:>8}",
+                f"  {reason}" if reason else "",
+            )
         )
 
-    caption = [f"Target: {report.target.label}"]
+    facts = [f"Target: {report.target.label}"]
     if not report.target.account:
         # The label names the account when known; otherwise say what the gateway offered.
-        caption.append(f"Account: {', '.join(report.target.accounts) or 'not reported'}")
-    caption.append(f"Contract: {report.contract}")
+        facts.append(f"Account: {', '.join(report.target.accounts) or 'not reported'}")
+    facts.append(f"Contract: {report.contract}")
     ticks = report.phase(Phase.TICKS)
     if ticks is not None and ticks.verdict != Verdict.SKIPPED:
-        caption.append(
+        facts.append(
             f"First bid: {_seconds_text(ticks.metrics.get('first_bid_s'))}, "
             f"first ask: {_seconds_text(ticks.metrics.get('first_ask_s'))}"
             + (
@@ -779,10 +783,13 @@ def console_summary(report: RunReport) -> Table:
         )
     cost = report.metric("total_cost")
     if cost is not None:
-        caption.append(f"Round-trip cost: {cost} {report.metric('currency') or ''}".rstrip())
-    caption.append(f"Run {report.run_id}: {report.reason}")
-    table.caption = "\n".join(caption)
-    # Widen the Reason column so the title and caption lines don't wrap into a narrow
-    # stack when every phase passed (empty reasons); 38 = the other columns and borders.
-    table.columns[-1].min_width = max(0, min(120, max(len(line) for line in caption)) - 38)
-    return table
+        facts.append(f"Round-trip cost: {cost} {report.metric('currency') or ''}".rstrip())
+    facts.append(f"Run {report.run_id}: {report.reason}")
+    lines.extend(Text(line) for line in facts)
+    return Group(*lines)
+
+
+def print_console_summary(report: RunReport, console: Console) -> None:
+    """Print :func:`console_summary` whole: no line is wrapped or cropped by rich, so a
+    narrow terminal wraps it and a pipe or a log file gets each line intact."""
+    console.print(console_summary(report), soft_wrap=True, highlight=False)
