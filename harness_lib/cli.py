@@ -104,7 +104,7 @@ def _config_from(parser: SettingsArgumentParser, argv: list[str]) -> HarnessConf
 
 @app.command(**_SETTINGS_COMMAND)
 def run(ctx: typer.Context) -> None:
-    """The main job: health, ticks, round trip, cleanup.
+    """The main job: health, ticks, [round trip], cleanup.
 
     Runs health, ticks, the optional paper round trip (--trade) and cleanup, then exits
     0 pass, 1 fail, 2 stalled, 3 refused, 4 bad input. Every setting has a flag: see

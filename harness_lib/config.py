@@ -194,6 +194,10 @@ def redact_url(url: str) -> str:
 # ---------------------------------------------------------------------------
 
 
+_MISSING = object()
+"""The value of a required nested key that is absent."""
+
+
 class _Invalid(ValueError):
     """A parser's refusal, optionally saying what exactly is wrong.
 
@@ -380,7 +384,7 @@ def table(
 
     def parse(v: Any) -> dict[str, Any]:
         if not isinstance(v, Mapping):
-            raise _Invalid("expected a table")
+            raise _Invalid()
         out: dict[str, Any] = {}
         for key, value in v.items():
             if key not in fields:
@@ -390,7 +394,7 @@ def table(
                     if close
                     else ("known keys: " + ", ".join(fields))
                 )
-                raise _Invalid(f"unknown key; {tail}", path=f".{key}", value=value,
+                raise _Invalid(f"unknown key, {tail}", path=f".{key}", value=value,
                                expected="one of " + ", ".join(fields))  # fmt: skip
             item_parse, expected = fields[key]
             try:
@@ -404,7 +408,7 @@ def table(
                 raise _Invalid(path=f".{key}", value=value, expected=expected) from None
         for key in required:
             if key not in out:
-                raise _Invalid("missing", path=f".{key}", expected=fields[key][1])
+                raise _Invalid(path=f".{key}", value=_MISSING, expected=fields[key][1])
         return out
 
     return parse
@@ -421,7 +425,7 @@ def list_of(item: Callable[[Any], Any], expected: str) -> Callable[[Any], tuple[
             except ValueError as err:
                 raise _Invalid(f"not JSON: {err}") from None
         if not isinstance(v, (list, tuple)):
-            raise _Invalid("expected a list")
+            raise _Invalid()
         out = []
         for i, value in enumerate(v):
             try:
@@ -470,6 +474,9 @@ class Setting:
     repeat: bool = False
     """The flag may be given several times; each adds one item (``--notify``)."""
     metavar: str | None = None
+    flag_reader: Callable[[str], Any] | None = None
+    """Turns the flag's text into the value to parse, e.g. reads the TOML file a
+    ``--stack-file PATH`` names; None: the text itself is the value."""
     name: str = ""
     """Filled in from the field name when :data:`SETTINGS` is built."""
 
@@ -482,6 +489,26 @@ class Setting:
     def option(self) -> str:
         """The CLI flag, e.g. ``--client-id``."""
         return self.flag or "--" + self.name.replace("_", "-")
+
+    def read(self, value: Any, source: str) -> Any:
+        """The typed value, or :class:`ConfigError` with the one-line message naming the
+        key (with its path inside a nested value), the source, the value and what is
+        allowed, e.g. ``invalid stack[1].quote.bid from harness.toml: 'bid[' (...)``."""
+        try:
+            return self.parse(value)
+        except (ValueError, TypeError, OverflowError) as err:
+            path, expected = "", self.expected
+            if isinstance(err, _Invalid) and err.path:
+                # A nested key: name it exactly and show only its own value.
+                path, value, expected = err.path, err.value, err.expected or expected
+            why = f"{err.why}; " if isinstance(err, _Invalid) and err.why else ""
+            raise ConfigError(
+                f"invalid {self.name}{path} from {source}: {_show(value, self.secret)} "
+                f"({why}expected {expected})",
+                key=self.name + path,
+                source=source,
+                hint=self.hint,
+            ) from None
 
 
 _SPEC = "harness_setting"
@@ -749,6 +776,8 @@ SETTINGS: dict[str, Setting] = {
 
 def _show(value: Any, secret: bool) -> str:
     """A one-line, bounded, secret-free rendering of a bad value."""
+    if value is _MISSING:
+        return "missing"
     if secret:
         if isinstance(value, str):
             value = redact_url(value)
@@ -761,22 +790,7 @@ def _show(value: Any, secret: bool) -> str:
 
 
 def _parse_field(name: str, value: Any, source: str) -> Any:
-    spec = SETTINGS[name]
-    try:
-        return spec.parse(value)
-    except (ValueError, TypeError, OverflowError) as err:
-        path, expected = "", spec.expected
-        if isinstance(err, _Invalid) and err.path:
-            # A nested key: name it exactly and show only its own value.
-            path, value, expected = err.path, err.value, err.expected or expected
-        why = f"{err.why}; " if isinstance(err, _Invalid) and err.why else ""
-        raise ConfigError(
-            f"invalid {name}{path} from {source}: {_show(value, spec.secret)} "
-            f"({why}expected {expected})",
-            key=name + path,
-            source=source,
-            hint=spec.hint,
-        ) from None
+    return SETTINGS[name].read(value, source)
 
 
 def _unknown_key(key: Any, source: str, what: str = "key") -> ConfigError:
@@ -963,7 +977,19 @@ def load_config(
             raise _unknown_key(key, "flags", "flag")
         if value is None or (isinstance(value, (list, tuple)) and not value):
             continue
-        raw[key] = (value, flag_name(key))
+        spec = SETTINGS[key]
+        if spec.flag_reader is not None and isinstance(value, (str, os.PathLike)):
+            try:
+                value = spec.flag_reader(os.fspath(value))
+            except (OSError, ValueError) as err:
+                why = getattr(err, "strerror", None) or err
+                raise ConfigError(
+                    f"invalid {key} from {spec.option}: {_show(value, spec.secret)} ({why})",
+                    key=key,
+                    source=spec.option,
+                    hint=spec.hint,
+                ) from None
+        raw[key] = (value, spec.option)
 
     values = {name: _parse_field(name, value, source) for name, (value, source) in raw.items()}
 

@@ -369,3 +369,37 @@ def test_console_summary_simulator_pass() -> None:
     assert text.count("SIMULATOR") >= 2  # title and target line
     assert "First bid: 0.31 s, first ask: 0.33 s" in text
     assert "Round-trip cost: 2.87 USD" in text
+
+
+# ------------------------------------------------------------------- generated schema
+
+
+def test_schema_properties_are_exactly_what_the_report_writes() -> None:
+    """Generated from the dataclasses to_dict() serialises: the same keys at every level."""
+    data = report_json(make_fail())
+    assert list(SCHEMA["properties"]) == list(SCHEMA["required"])
+    assert set(SCHEMA["properties"]) == set(data)
+    assert set(SCHEMA["properties"]["target"]["properties"]) == set(data["target"])
+    phase = SCHEMA["properties"]["phases"]["items"]
+    assert set(phase["properties"]) == set(data["phases"][0])
+    assert set(phase["properties"]["errors"]["items"]["properties"]) == set(
+        data["phases"][1]["errors"][0]
+    )
+    assert "report_path" not in SCHEMA["properties"]  # JSON_EXCLUDED
+
+
+def test_schema_generator_refuses_an_undocumented_field() -> None:
+    from dataclasses import dataclass
+
+    from harness_lib.docschema import object_schema
+
+    @dataclass
+    class Doc:
+        """A document."""
+
+        documented: int
+        """Has a docstring."""
+        bare: str
+
+    with pytest.raises(TypeError, match="document bare"):
+        object_schema(Doc)
