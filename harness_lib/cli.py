@@ -26,7 +26,6 @@ from harness_lib.config import (
     settings_parser,
 )
 from harness_lib.models import Verdict
-from harness_lib.output import print_table
 from harness_lib.sim import DEFAULT_PORT, PaperGateway
 from harness_lib.sim.scenarios import describe, parse_scenario
 from harness_lib.store import Store, StoreError
@@ -244,6 +243,8 @@ def runs(
         started = r.started_at.strftime("%Y-%m-%d %H:%M:%S") if not pd.isna(r.started_at) else ""
         rows.append([started, r.run_id, r.target_label, r.contract, str(r.verdict or r.status),
                      ticks_s, cost, str(r.reason or "")])  # fmt: skip
+    from harness_lib.output import print_table  # rich.table: not on the `harness run` path
+
     # In a narrow terminal the columns without a star are dropped (right to left) first.
     print_table(
         out,
@@ -286,6 +287,8 @@ def costs(
     cols = ["time", "run_id", "symbol", "quantity", "entry_price", "exit_price", "commission",
             "slippage", "total_cost", "realized_pnl", "currency"]  # fmt: skip
     essential = {"time", "run_id", "symbol", "quantity", "total_cost"}
+    from harness_lib.output import print_table
+
     print_table(
         out,
         f"harness test trades, last {since}",
@@ -432,7 +435,7 @@ def sim(
     Serves until interrupted. Point any TWS API client at it."""
     if list_scenarios:
         for name, text in describe():
-            out.print(f"[bold]{name:<20}[/] {text}", highlight=False)
+            out.print(f"[bold]{name:<20}[/] {escape(text)}", highlight=False, soft_wrap=True)
         return
     try:
         scen = parse_scenario(scenario)
