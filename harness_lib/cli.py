@@ -55,8 +55,10 @@ app = typer.Typer(
     # docstring paragraphs are re-flowed to the terminal instead of keeping their breaks.
     rich_markup_mode=None,
 )
-out = Console()
-err = Console(stderr=True)
+# soft_wrap: a line is never wrapped or cropped by rich (the terminal wraps it), so a piped
+# or logged message arrives whole; tables go through output.print_table instead.
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
 
 EXIT_BAD_INPUT = 4
 
@@ -74,12 +76,12 @@ def _progress(kind: str, data: dict[str, Any]) -> None:
         err.print(f"[bold]▶ {data['phase']}[/]", highlight=False)
     elif kind == "checkpoint":
         cp = data["cp"]
-        err.print(f"   · {cp.name:<20} {cp.detail}", highlight=False, soft_wrap=True)
+        err.print(f"   · {cp.name:<20} {escape(cp.detail)}", highlight=False, soft_wrap=True)
     elif kind == "phase_end":
         r = data["result"]
         color = "green" if r.ok else "red"
         err.print(
-            f"   [{color}]{r.verdict}[/] {r.reason} [dim]({r.duration_s:.2f}s)[/]",
+            f"   [{color}]{r.verdict}[/] {escape(r.reason)} [dim]({r.duration_s:.2f}s)[/]",
             highlight=False,
             soft_wrap=True,
         )
@@ -211,8 +213,8 @@ def cleanup(ctx: typer.Context) -> None:
             finally:
                 st.close()
             color = "green" if result.ok else "red"
-            out.print(f"[{color}]{result.verdict}[/] {ctx.target.label}: {result.reason}",
-                      highlight=False, soft_wrap=True)  # fmt: skip
+            line = f"{escape(ctx.target.label)}: {escape(result.reason)}"
+            out.print(f"[{color}]{result.verdict}[/] {line}", highlight=False, soft_wrap=True)
             return result.verdict.exit_code
         finally:
             if gw is not None:
@@ -354,7 +356,7 @@ def report(
                 out.print(f"wrote {output} (post-mortem notebook export)", highlight=False)
                 return
             except Exception as exc:  # fall back: a report is better than none
-                err.print(f"notebook export failed ({exc}); writing the plain summary")
+                err.print(f"notebook export failed ({escape(str(exc))}); writing the plain summary")
     from harness_lib.report import html_summary
 
     html = html_summary(run_row, phases_df.to_dict("records"), cps.to_dict("records"),
@@ -405,12 +407,12 @@ def schedule(
             out.print(f"wrote {pth}", highlight=False)
         out.print(done.how_to_enable, highlight=False)
         if done.warning:
-            err.print(f"warning: {done.warning}", highlight=False)
+            err.print(f"warning: {escape(done.warning)}", highlight=False)
         return
     text, warning = sched.render(spec, kind)
     out.print(text, highlight=False, markup=False, soft_wrap=True)
     if warning:
-        err.print(f"warning: {warning}", highlight=False)
+        err.print(f"warning: {escape(warning)}", highlight=False)
 
 
 @app.command()

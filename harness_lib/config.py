@@ -978,6 +978,14 @@ def load_config(
         if value is None or (isinstance(value, (list, tuple)) and not value):
             continue
         spec = SETTINGS[key]
+        if isinstance(value, str) and not value.strip():
+            # An empty variable means "unset"; an empty flag (`--port=`) is a mistake.
+            raise ConfigError(
+                f"invalid {key} from {spec.option}: {value!r} (empty; expected {spec.expected})",
+                key=key,
+                source=spec.option,
+                hint=spec.hint,
+            )
         if spec.flag_reader is not None and isinstance(value, (str, os.PathLike)):
             try:
                 value = spec.flag_reader(os.fspath(value))

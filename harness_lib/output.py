@@ -69,7 +69,7 @@ def print_table(
         cols, cells = _pick(names, rows, keep)
         table = _table(title, cols, cells)
         if _natural_width(console, table) <= console.width:
-            console.print(table)
+            console.print(table, soft_wrap=False)
             dropped = [names[i] for i in range(len(names)) if i not in keep]
             if dropped:
                 console.print(

@@ -162,3 +162,12 @@ def test_nested_values_from_the_environment_are_json() -> None:
     assert _STACK.read(json.dumps(doc), "HARNESS_STACK") == tuple(doc)
     with pytest.raises(ConfigError, match=r"^invalid stack from HARNESS_STACK: .*not JSON"):
         _STACK.read("[{", "HARNESS_STACK")
+
+
+@pytest.mark.parametrize("flag", ["--port", "--account", "--json", "--max-notional"])
+def test_an_empty_flag_is_bad_input_not_unset(no_file: Path, flag: str) -> None:
+    """`--port=` is a typo, not "try the paper ports"; an empty variable stays unset."""
+    with pytest.raises(ConfigError, match=rf"^invalid \w+ from {flag}: '' \(empty; expected "):
+        config_from_args(settings_parser("harness run"), [f"{flag}="], env={})
+    var = next(s.env for s in SETTINGS.values() if s.option == flag)
+    assert load_config(env={var: ""}) == HarnessConfig()
