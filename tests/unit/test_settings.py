@@ -171,3 +171,20 @@ def test_an_empty_flag_is_bad_input_not_unset(no_file: Path, flag: str) -> None:
         config_from_args(settings_parser("harness run"), [f"{flag}="], env={})
     var = next(s.env for s in SETTINGS.values() if s.option == flag)
     assert load_config(env={var: ""}) == HarnessConfig()
+
+
+def test_a_flag_can_name_a_file_holding_the_value(
+    no_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``flag_reader``: the mechanism ``--stack-file PATH`` will use (shown on ``notify``)."""
+    spec = dataclasses.replace(
+        SETTINGS["notify"], flag_reader=lambda path: Path(path).read_text().split()
+    )
+    monkeypatch.setitem(SETTINGS, "notify", spec)
+    urls = no_file / "urls.txt"
+    urls.write_text("ntfy://a\nntfy://b\n")
+    assert load_config({"notify": str(urls)}, env={}).notify == ("ntfy://a", "ntfy://b")
+    with pytest.raises(ConfigError) as info:
+        load_config({"notify": str(no_file / "missing.txt")}, env={})
+    assert str(info.value).startswith("invalid notify from --notify: ")
+    assert "No such file or directory" in str(info.value)
