@@ -836,10 +836,11 @@ def add_setting_options(
     """
     for name in SETTINGS if names is None else names:
         spec = SETTINGS[name]
-        extra = f" [{spec.env}]"
+        # argparse %-formats help text.
+        text = f"{spec.help} [{spec.env}]".replace("%", "%%")
         if spec.switch:
             parser.add_argument(spec.option, dest=name, action="store_const", const=True,
-                                default=None, help=spec.help + extra)  # fmt: skip
+                                default=None, help=text)  # fmt: skip
         else:
             parser.add_argument(
                 spec.option,
@@ -847,7 +848,7 @@ def add_setting_options(
                 action="append" if spec.repeat else "store",
                 default=None,
                 metavar=spec.metavar or name.upper(),
-                help=spec.help + extra,
+                help=text,
             )
     return parser
 
@@ -885,6 +886,8 @@ def config_from_args(
     Raises :class:`ConfigError` (one line) for any bad flag or value."""
     ns = parser.parse_args(list(argv))
     config = getattr(ns, "config", None)
+    if config is not None and not config.strip():
+        raise ConfigError("--config needs a file path", source="--config")
     return load_config(setting_flags(ns), env=env, config_path=Path(config) if config else None)
 
 
