@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 
 from harness_lib.config import (
@@ -21,11 +20,20 @@ from harness_lib.config import (
     ConfigError,
     HarnessConfig,
     SettingsArgumentParser,
-    config_from_args,
     load_config,
     settings_parser,
 )
-from harness_lib.models import Verdict
+from harness_lib.runcli import (
+    EXIT_BAD_INPUT,
+    BadInput,
+    err,
+    load_or_bad_input,
+    out,
+    print_error,
+    run_parser,
+    setup_logging,
+)
+from harness_lib.runcli import run as run_command
 from harness_lib.sim import DEFAULT_PORT, PaperGateway
 from harness_lib.sim.scenarios import describe, parse_scenario
 from harness_lib.store import Store, StoreError
@@ -55,36 +63,11 @@ app = typer.Typer(
     # docstring paragraphs are re-flowed to the terminal instead of keeping their breaks.
     rich_markup_mode=None,
 )
-# soft_wrap: a line is never wrapped or cropped by rich (the terminal wraps it), so a piped
-# or logged message arrives whole; tables go through output.print_table instead.
-out = Console(soft_wrap=True)
-err = Console(stderr=True, soft_wrap=True)
-
-EXIT_BAD_INPUT = 4
 
 
 def bad_input(message: str) -> typer.Exit:
     """Print a one-line error (problem and fix) and return the exit to raise."""
-    # escape(): a message may quote "[harness]" or "[round trip]", which is not markup.
-    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
-    return typer.Exit(EXIT_BAD_INPUT)
-
-
-def _progress(kind: str, data: dict[str, Any]) -> None:
-    """Live progress lines while a run works (stderr, so stdout stays the summary)."""
-    if kind == "phase_start":
-        err.print(f"[bold]▶ {data['phase']}[/]", highlight=False)
-    elif kind == "checkpoint":
-        cp = data["cp"]
-        err.print(f"   · {cp.name:<20} {escape(cp.detail)}", highlight=False, soft_wrap=True)
-    elif kind == "phase_end":
-        r = data["result"]
-        color = "green" if r.ok else "red"
-        err.print(
-            f"   [{color}]{r.verdict}[/] {escape(r.reason)} [dim]({r.duration_s:.2f}s)[/]",
-            highlight=False,
-            soft_wrap=True,
-        )
+    return typer.Exit(print_error(message))
 
 
 # The settings commands take their flags from the one settings declaration (config.py),
@@ -97,27 +80,16 @@ _SETTINGS_COMMAND = {
         "help_option_names": [],
     },
 }
-_RUN_SETTINGS = [name for name in SETTINGS if name != "phases"] + ["phases"]
 _CLEANUP_SETTINGS = ["sim", "scenario", "sim_seed", "host", "port", "client_id", "account",
                      "connect_timeout", "store"]  # fmt: skip
-
-
-def _run_parser() -> SettingsArgumentParser:
-    return settings_parser(
-        "harness run",
-        _RUN_SETTINGS,
-        description="Run health, ticks, the optional paper round trip (--trade) and cleanup, "
-        "then exit 0 pass, 1 fail, 2 stalled, 3 refused, 4 bad input.",
-    )
 
 
 def _config_from(parser: SettingsArgumentParser, argv: list[str]) -> HarnessConfig:
     """Load the config from ``argv`` or exit 4 with the one-line error."""
     try:
-        return config_from_args(parser, argv)
-    except ConfigError as exc:
-        see = f" ({exc.hint})" if exc.source == "flags" and exc.hint else ""
-        raise bad_input(f"{exc}{see}") from None
+        return load_or_bad_input(parser, argv)
+    except BadInput as exc:
+        raise bad_input(str(exc)) from None
 
 
 @app.command(**_SETTINGS_COMMAND)
@@ -126,25 +98,9 @@ def run(ctx: typer.Context) -> None:
 
     Runs health, ticks, the optional paper round trip (--trade) and cleanup, then exits
     0 pass, 1 fail, 2 stalled, 3 refused, 4 bad input. Every setting has a flag: see
-    `harness run --help`."""
-    cfg = _config_from(_run_parser(), ctx.args)
-    if cfg.sim and cfg.scenario:
-        try:
-            parse_scenario(cfg.scenario)
-        except ValueError as exc:
-            raise bad_input(f"{exc} (see `harness sim --list`)") from None
-    from harness_lib.report import print_console_summary
-    from harness_lib.runner import run_harness
-
-    rep = asyncio.run(run_harness(cfg, on_progress=_progress))
-    if rep.verdict == Verdict.BAD_INPUT and len(rep.phases) <= 2:
-        # Nothing ran: one line naming the problem and the fix, as for any bad input.
-        bad = rep.failing_phase
-        raise bad_input(bad.reason if bad else rep.reason)
-    print_console_summary(rep, out)
-    if rep.report_path:
-        out.print(f"report: {rep.report_path}", highlight=False, soft_wrap=True)
-    raise typer.Exit(rep.exit_code)
+    `harness run --help`. (The `harness` script runs this without loading typer:
+    harness_lib.runcli.)"""
+    raise typer.Exit(run_command(ctx.args))
 
 
 StoreOpt = Annotated[
@@ -389,7 +345,7 @@ def schedule(
     run_args = [a for a in ctx.args if a != "--"]
     # Validate the run arguments now, not at 08:05 tomorrow.
     try:
-        _run_parser().parse_args(run_args)
+        run_parser().parse_args(run_args)
     except ConfigError as exc:
         raise bad_input(f"invalid `harness run` arguments after --: {exc}") from None
     kind = print_kind or sched.default_kind()
@@ -485,18 +441,12 @@ def _root(
     ] = False,
 ) -> None:
     """livefire: does the real broker path work right now?"""
-    # ib_async logs every IB error at ERROR; the harness already records and reports them,
-    # so by default only our own warnings reach the terminal.
-    logging.basicConfig(
-        level=logging.INFO if verbose else logging.WARNING,
-        format="%(asctime)s %(name)s %(levelname)s %(message)s",
-    )
-    if not verbose:
-        logging.getLogger("ib_async").setLevel(logging.CRITICAL)
+    setup_logging(verbose)
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point of the ``harness`` console script.
+    """The typer app's entry point (``python -m harness_lib.cli``; the ``harness`` script
+    comes here through :func:`harness_lib.runcli.main` for every command but ``run``).
 
     Usage errors become one line and exit 4 (bad input), instead of click's box and exit 2,
     because exit 2 means STALLED to the schedulers that read our codes.

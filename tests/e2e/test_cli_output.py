@@ -20,7 +20,8 @@ from harness_lib.config import SETTINGS
 
 IB_200 = "IB 200: No security definition has been found for the request"
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
-HARNESS = [sys.executable, "-m", "harness_lib.cli"]
+# What the `harness` console script runs: `run` without typer, the rest through the typer app.
+HARNESS = [sys.executable, "-m", "harness_lib.runcli"]
 
 
 def _env(columns: int) -> dict[str, str]:
