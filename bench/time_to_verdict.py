@@ -144,7 +144,8 @@ def import_overhead(warm: bool = True) -> tuple[float, float]:
     py = sys.executable
     env = child_env(warm)
     bare = median([run_child([py, "-c", "pass"], env=env).wall_s for _ in range(3)])
-    imports = "import harness_lib.cli, harness_lib.runner, harness_lib.report"
+    # What `harness run` imports before it connects (the console script is harness_lib.runcli).
+    imports = "import harness_lib.runcli, harness_lib.runner, harness_lib.report"
     full = median([run_child([py, "-c", imports], env=env).wall_s for _ in range(3)])
     return full, bare
 
