@@ -16,12 +16,13 @@ Verdicts: a stack that emitted nothing is STALLED; a wrong value is FAIL.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any, ClassVar
 
-from harness_lib.models import Verdict
+from harness_lib.models import JsonSchema, Verdict
 from harness_lib.quotes import is_real
 
 from .observe import Observation, QuoteSeen
@@ -35,6 +36,7 @@ __all__ = [
     "BrokerFill",
     "BrokerTick",
     "CheckResult",
+    "StackEvidence",
     "check_position",
     "check_quotes",
     "check_stream",
@@ -84,17 +86,36 @@ class BrokerFill:
 
 @dataclass(slots=True)
 class CheckResult:
-    """One named stack check of one endpoint."""
+    """One stack check of one endpoint of the user's own stack (README: Stack checks):
+    what it showed against what the broker did.
 
-    name: str
+    The fields :meth:`to_dict` writes are the JSON report's declaration too (the schema is
+    generated from them, see :mod:`harness_lib.docschema`)."""
+
+    JSON_EXCLUDED: ClassVar[tuple[str, ...]] = ("details",)
+    """Fields left out of :meth:`to_dict`: working detail, not part of the report."""
+
+    name: Annotated[str, JsonSchema(enum=list(CHECK_NAMES))]
+    """stream: reachable and well-formed; quotes: real live bid/ask matching the broker;
+    position_opened / position_cleared: the position after the entry / exit fill (cleared
+    stays cleared for the hold window); trade_id: each fill's own execId/permId."""
     endpoint: str
+    """The declared endpoint name."""
     verdict: Verdict
+    """What the check concluded; a stack that emitted nothing is STALLED, a wrong value
+    FAIL."""
     reason: str
+    """One line naming the endpoint and the expectation."""
     latency_s: float | None = None
+    """Stack moment minus the broker moment the harness observed (quote arrival,
+    execDetails arrival), in seconds; negative when the stack was first; null when not
+    measured."""
     at_wall: float | None = None
-    """When the stack showed what the check needed (epoch seconds)."""
+    """When the stack showed what the check needed (epoch seconds); null if it never did."""
     expected: str = ""
+    """What the check expected the stack to show, in words."""
     observed: str = ""
+    """What the stack showed instead (or 'nothing'), in words."""
     details: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -103,16 +124,36 @@ class CheckResult:
         return f"{self.endpoint}.{self.name}"
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form (reports, store)."""
+        """JSON-ready form (reports, store): the fields except :attr:`JSON_EXCLUDED`."""
+        d = {
+            f.name: getattr(self, f.name)
+            for f in dataclasses.fields(self)
+            if f.name not in self.JSON_EXCLUDED
+        }
+        d["verdict"] = str(self.verdict)
+        if self.latency_s is not None:
+            d["latency_s"] = round(self.latency_s, 6)
+        return d
+
+
+@dataclass(slots=True)
+class StackEvidence:
+    """The stack phase's evidence: every check, and what was watched."""
+
+    checks: list[CheckResult]
+    """stack: every check of every declared endpoint (one JUnit case each)."""
+    endpoints: list[dict[str, Any]]
+    """stack: the declared endpoints as watched, header values and URL secrets hidden."""
+    position_before: float
+    """stack: the contract's net position before the run, which the position checks add
+    this run's fills to."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form: ``PhaseResult.evidence`` of the stack phase."""
         return {
-            "name": self.name,
-            "endpoint": self.endpoint,
-            "verdict": str(self.verdict),
-            "reason": self.reason,
-            "latency_s": None if self.latency_s is None else round(self.latency_s, 6),
-            "at_wall": self.at_wall,
-            "expected": self.expected,
-            "observed": self.observed,
+            "checks": [c.to_dict() for c in self.checks],
+            "endpoints": self.endpoints,
+            "position_before": self.position_before,
         }
 
 

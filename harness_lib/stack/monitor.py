@@ -25,6 +25,7 @@ from .checks import (
     BrokerFill,
     BrokerTick,
     CheckResult,
+    StackEvidence,
     check_position,
     check_quotes,
     check_stream,
@@ -272,11 +273,11 @@ class StackMonitor:
             f"{r.key}_latency_s": round(r.latency_s, 6) for r in results if r.latency_s is not None
         }
         metrics["observations"] = sum(len(v) for v in self.observations.values())
-        evidence: dict[str, Any] = {
-            "checks": [r.to_dict() for r in results],
-            "endpoints": [ep.public() for ep in self.endpoints],
-            "position_before": self.position_before,
-        }
+        evidence = StackEvidence(
+            checks=results,
+            endpoints=[ep.public() for ep in self.endpoints],
+            position_before=self.position_before,
+        ).to_dict()
         result = PhaseResult(
             phase=Phase.STACK,
             verdict=verdict,

@@ -3,9 +3,12 @@
 One ``[[stack]]`` table in harness.toml (or one object in ``HARNESS_STACK`` JSON, or in a
 ``--stack-file``) becomes one :class:`Endpoint`. :func:`parse_stack` validates every key
 when the config loads; anything wrong raises :class:`StackSpecError` whose message is one
-line naming the key, e.g.::
+line naming the key, in the form every setting's error takes, e.g.::
 
-    invalid stack[0].quote.bid in harness.toml: 'bid[' (not a JMESPath expression: ...)
+    invalid stack[0].quote.bid from harness.toml: 'bid[' (not a JMESPath expression: ...)
+
+The config's ``stack`` setting (``harness_lib.config``) turns its ``path``, ``value`` and
+``why`` into that setting's :class:`~harness_lib.config.ConfigError`.
 
 Expressions are JMESPath for the JSON kinds (sse, websocket, http) and CSS selectors
 for ``browser``. ``{symbol}``, ``{conId}`` and ``{localSymbol}`` are substituted with the
@@ -98,13 +101,20 @@ def _secret_parts(secrets: Sequence[str]) -> set[str]:
 
 
 class StackSpecError(ValueError):
-    """An invalid stack declaration. ``str()`` is one line naming the key and the fix."""
+    """An invalid stack declaration. ``str()`` is one line naming the key and the fix.
+
+    ``key`` is the full key (``stack[0].quote.bid``), ``path`` the part after ``stack``
+    (``[0].quote.bid``), ``value`` that key's value (header values already hidden) and
+    ``why`` what is wrong and what is allowed.
+    """
 
     def __init__(self, key: str, source: str, value: Any, why: str) -> None:
         self.key = key
+        self.path = key.removeprefix("stack")
         self.source = source
-        shown = _show(value)
-        msg = f"invalid {key} in {source}: {shown} ({why})"
+        self.value = value
+        self.why = " ".join(why.splitlines())
+        msg = f"invalid {key} from {source}: {_show(value)} ({why})"
         super().__init__(" ".join(msg.splitlines()))
 
 
@@ -469,7 +479,7 @@ def _endpoint(raw: Any, c: _Ctx) -> Endpoint:
     )
 
 
-def parse_stack(raw: Any, source: str) -> tuple[Endpoint, ...]:
+def parse_stack(raw: Any, source: str = "the stack declaration") -> tuple[Endpoint, ...]:
     """Validate a list of ``[[stack]]`` tables (or a JSON string of that list).
 
     Raises :class:`StackSpecError` (one line naming the key) for anything wrong.

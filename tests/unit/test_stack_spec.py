@@ -64,7 +64,7 @@ def test_bad_declarations_name_the_key(change: dict, key: str, fragment: str) ->
     with pytest.raises(StackSpecError) as err:
         parse_stack([decl(**change)], "harness.toml")
     msg = str(err.value)
-    assert msg.startswith(f"invalid {key} in harness.toml:"), msg
+    assert msg.startswith(f"invalid {key} from harness.toml:"), msg
     assert fragment in msg and "\n" not in msg
     assert TOKEN not in msg
 
@@ -72,7 +72,7 @@ def test_bad_declarations_name_the_key(change: dict, key: str, fragment: str) ->
 def test_bad_jmespath_names_the_nested_key() -> None:
     d = decl()
     d["quote"] = {**d["quote"], "bid": "bid["}
-    expected = r"^invalid stack\[0\]\.quote\.bid in x\.toml: 'bid\['"
+    expected = r"^invalid stack\[0\]\.quote\.bid from x\.toml: 'bid\['"
     with pytest.raises(StackSpecError, match=expected):
         parse_stack([d], "x.toml")
 
@@ -85,7 +85,7 @@ def test_second_endpoint_index_and_duplicate_names() -> None:
 def test_env_json_and_bad_json() -> None:
     (ep,) = parse_stack(json.dumps([decl()]), "HARNESS_STACK")
     assert ep.name == "dash-sse"
-    with pytest.raises(StackSpecError, match=r"^invalid stack in HARNESS_STACK: .*not JSON"):
+    with pytest.raises(StackSpecError, match=r"^invalid stack from HARNESS_STACK: .*not JSON"):
         parse_stack("[{", "HARNESS_STACK")
 
 
