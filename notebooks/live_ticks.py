@@ -156,8 +156,8 @@ def _(snap):
             mo.md("### Broker and stack quotes"),
             mo.Html(stack_html(snap)),
             mo.md(
-                "_matches broker_ is the quotes check's rule: real numbers, a live data mode, "
-                "and within tolerance of a broker quote the harness itself received._"
+                "*matches broker* is the quotes check's rule: real numbers, a live data "
+                "mode, and within tolerance of a broker quote the harness itself received."
             ),
         ]
     )
