@@ -307,10 +307,13 @@ def start_stack_process(
     null_quotes: bool = False,
     garbage_every: int = 0,
     token: str | None = None,
+    client_id: int = 41,
     timeout: float = 30,
 ) -> tuple[subprocess.Popen[str], int]:
-    """Start the tiny stack against a gateway; returns (process, HTTP port)."""
-    cmd = [sys.executable, "-m", "tests.stack_app", "--ib-port", str(ib_port), "--port", "0"]
+    """Start the tiny stack against a gateway; returns (process, HTTP port). Two stacks on
+    one gateway need different client ids, as two real dashboards would."""
+    cmd = [sys.executable, "-m", "tests.stack_app", "--ib-port", str(ib_port), "--port", "0",
+           "--client-id", str(client_id)]  # fmt: skip
     if null_quotes:
         cmd.append("--null-quotes")
     if garbage_every:

@@ -41,6 +41,7 @@ __all__ = [
     "check_quotes",
     "check_stream",
     "check_trade_id",
+    "judge_quote",
 ]
 
 CHECK_NAMES = ("stream", "quotes", "position_opened", "trade_id", "position_cleared")
@@ -236,10 +237,13 @@ def _match(
     return min(after, key=lambda t: t.t_wall) if after else None
 
 
-def _judge_quote(
+def judge_quote(
     ep: Endpoint, q: QuoteSeen, at: float, ticks: Sequence[BrokerTick]
 ) -> tuple[str | None, float | None]:
-    """(None, broker moment) when the quote is real, live and matches; else (why, None)."""
+    """(None, broker moment) when the quote is real, live and matches; else (why, None).
+
+    The quotes check applies it to each observation; the live view to the latest one.
+    """
     assert ep.quote is not None
     if not (is_real(q.bid) and is_real(q.ask)):  # null, NaN, placeholder, IB's -1
         return (
@@ -289,7 +293,7 @@ def check_quotes(
     for o in window:
         if o.quote is None:
             continue
-        why, broker_at = _judge_quote(ep, o.quote, o.t_wall, ticks)
+        why, broker_at = judge_quote(ep, o.quote, o.t_wall, ticks)
         if why is None:
             assert broker_at is not None
             latency = o.t_wall - broker_at

@@ -157,6 +157,44 @@ class StackMonitor:
         """Every check of every endpoint as of ``now`` (None: still undecided)."""
         return [r for _, r in self._evaluate(now, trade_checks=trade_checks)]
 
+    def stream_check(self, ep: Endpoint) -> CheckResult:
+        """The ``stream`` check of ``ep`` on what it emitted so far."""
+        w = self.watchers.get(ep.name)
+        connected = w is not None and w.connected_at is not None
+        last_error = w.last_error if w else None
+        return check_stream(
+            ep, self.observations[ep.name], connected=connected, last_error=last_error
+        )
+
+    def quotes_check(
+        self, ep: Endpoint, now: float, ticks: Sequence[BrokerTick] | None = None
+    ) -> CheckResult | None:
+        """The ``quotes`` check of ``ep`` as of ``now`` (None: its deadline is still open).
+
+        The deadline runs from the endpoint's first connection (the stack cannot show a
+        quote before we listen), else from the monitor's start.
+        """
+        w = self.watchers.get(ep.name)
+        start = w.connected_at if w and w.connected_at else self.started_wall
+        return check_quotes(
+            ep,
+            self.observations[ep.name],
+            self.broker_ticks() if ticks is None else ticks,
+            start=start,
+            deadline_s=self.ctx.cfg.tick_deadline,
+            now=now,
+            symbol=self.symbol,
+        )
+
+    def forget(self, endpoint: str, keep: int) -> None:
+        """Drop all but the last ``keep`` observations of ``endpoint``, except invalid
+        ones (the stream check must still see them). For a live view that runs for hours,
+        once the checks that read the old ones are decided; call it on the monitor's loop."""
+        obs = self.observations[endpoint]
+        if len(obs) > 2 * keep:
+            old, recent = obs[:-keep], obs[-keep:]
+            obs[:] = [o for o in old if o.error][:keep] + recent
+
     def _evaluate(
         self, now: float, *, trade_checks: bool = True
     ) -> list[tuple[str, CheckResult | None]]:
@@ -168,24 +206,10 @@ class StackMonitor:
         sym = self.symbol
         for ep in self.endpoints:
             obs = self.observations[ep.name]
-            w = self.watchers.get(ep.name)
-            connected = w is not None and w.connected_at is not None
             if now == math.inf:
-                last_error = w.last_error if w else None
-                out.append(
-                    ("stream", check_stream(ep, obs, connected=connected, last_error=last_error))
-                )
+                out.append(("stream", self.stream_check(ep)))
             if ep.quote is not None:
-                start = w.connected_at if w and w.connected_at else self.started_wall
-                deadline = self.ctx.cfg.tick_deadline
-                out.append(
-                    (
-                        "quotes",
-                        check_quotes(
-                            ep, obs, ticks, start=start, deadline_s=deadline, now=now, symbol=sym
-                        ),
-                    )
-                )
+                out.append(("quotes", self.quotes_check(ep, now, ticks)))
             if not trade_checks or entry is None:
                 continue
             if ep.position is not None:
