@@ -25,6 +25,7 @@ Frames and the columns read (see `harness_lib.store`):
   simulated, scenario, target_label, contract, first_bid_s, first_ask_s
 - costs: time, run_id, order_ref, symbol, quantity, entry_price, exit_price,
   commission, slippage, total_cost, realized_pnl, currency
+- stack checks: run_id, endpoint, name, verdict, reason, latency_s, at_wall
 """
 
 from __future__ import annotations
@@ -54,6 +55,8 @@ __all__ = [
     "interarrival_chart",
     "interarrival_ecdf_chart",
     "price_spread_chart",
+    "stack_latency_chart",
+    "stack_latency_frame",
     "time_to_first_value_chart",
     "verdict_history_chart",
 ]
@@ -1002,4 +1005,84 @@ def cost_chart(costs: pd.DataFrame, *, title: str | None = None) -> alt.LayerCha
         alt.layer(bars, line, data=data)
         .resolve_scale(y="independent")
         .properties(title=f"{title}{suffix}", width="container", height=260)
+    )
+
+
+# ---------------------------------------------------------------------- stack latency
+
+
+def stack_latency_frame(checks: pd.DataFrame) -> pd.DataFrame:
+    """The stack checks that measured a latency, one row each, oldest first.
+
+    Columns: at_wall (UTC, when the stack showed it), check (``endpoint.name``),
+    latency_ms (stack moment minus the broker moment the harness observed; negative when
+    the stack was first), run_id, verdict, reason. Checks without a latency or a moment
+    (a stack that never showed it) are left out: there is nothing to draw.
+    """
+    cols = ["at_wall", "check", "latency_ms", "run_id", "verdict", "reason"]
+    if not _usable(checks, ("at_wall", "latency_s", "endpoint", "name")):
+        return pd.DataFrame(columns=cols)
+    at = _utc(checks, "at_wall")
+    latency = _num(checks, "latency_s")
+    keep = at.notna().to_numpy() & np.isfinite(latency)
+    checks, at, latency = checks[keep], at[keep], latency[keep]
+    check = _text(checks, "endpoint").to_numpy() + "." + _text(checks, "name").to_numpy()
+    frame = pd.DataFrame(
+        {
+            "at_wall": at.to_numpy(),
+            "check": check,
+            "latency_ms": latency * 1e3,
+            "run_id": _text(checks, "run_id").to_numpy(),
+            "verdict": _text(checks, "verdict").to_numpy(),
+            "reason": _text(checks, "reason").to_numpy(),
+        }
+    )
+    return frame.sort_values("at_wall", kind="stable").reset_index(drop=True)[cols]
+
+
+def stack_latency_chart(checks: pd.DataFrame, *, title: str | None = None) -> alt.Chart:
+    """Broker→stack latency of each stack check (``endpoint.check``) over the run history.
+
+    One point per check per run up to `MAX_ROWS`; beyond that the median per check per
+    day (or coarser period), with the number of checks it covers in the tooltip.
+    """
+    title = title or "Broker → stack latency per check"
+    data = stack_latency_frame(checks)
+    if data.empty:
+        return _no_data(title)
+    checks_sorted = sorted(set(data["check"]))
+    if len(data) <= MAX_ROWS:
+        detail = [
+            alt.Tooltip("run_id:N"),
+            alt.Tooltip("verdict:N"),
+            alt.Tooltip("reason:N"),
+        ]
+        suffix = ""
+    else:
+        data, period = _by_period(
+            data["at_wall"],
+            data[["check", "latency_ms"]],
+            keys=["check"],
+            agg={"latency": ("latency_ms", "median"), "checks": ("latency_ms", "size")},
+            limit=MAX_ROWS,
+        )
+        data = data.rename(columns={"period_start": "at_wall", "latency": "latency_ms"})
+        data = data.drop(columns="period_end")
+        detail = [alt.Tooltip("checks:Q", title=f"checks in {period}", format=",")]
+        suffix = f" (median per {period})"
+    return (
+        alt.Chart(data)
+        .mark_line(point=True, strokeWidth=1)
+        .encode(
+            x=_utc_x("at_wall", "shown by the stack (UTC)"),
+            y=alt.Y("latency_ms:Q", title="ms after the broker"),
+            color=alt.Color("check:N", title="check", sort=checks_sorted),
+            tooltip=[
+                _utc_tooltip("at_wall", "shown (UTC)"),
+                alt.Tooltip("check:N"),
+                alt.Tooltip("latency_ms:Q", title="latency (ms)", format=",.1f"),
+                *detail,
+            ],
+        )
+        .properties(title=f"{title}{suffix}", width="container", height=240)
     )

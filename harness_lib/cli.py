@@ -13,149 +13,103 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
-from rich.table import Table
+from rich.markup import escape
 
-from harness_lib.config import ConfigError, HarnessConfig, load_config
+from harness_lib.config import (
+    SETTINGS,
+    ConfigError,
+    HarnessConfig,
+    SettingsArgumentParser,
+    load_config,
+    settings_parser,
+)
 from harness_lib.models import Verdict
+from harness_lib.runcli import (
+    EXIT_BAD_INPUT,
+    BadInput,
+    err,
+    load_or_bad_input,
+    out,
+    print_error,
+    run_parser,
+    setup_logging,
+)
+from harness_lib.runcli import run as run_command
 from harness_lib.safety import LIVE_PORTS, PAPER_PORTS
 from harness_lib.sim import DEFAULT_PORT, PaperGateway
 from harness_lib.sim.scenarios import describe, parse_scenario
 from harness_lib.store import Store, StoreError
 
+
+class _Group(typer.core.TyperGroup):
+    """The root group, with one start-up fix: typer builds a pydantic validator (~150 ms of
+    imports) for every option whose value is not already a bool, and an unset ``--help``
+    is None. A False default makes it a bool, so `harness run` never pays for pydantic."""
+
+    def get_help_option(self, ctx: typer.Context) -> Any:  # type: ignore[override]
+        """The help option, defaulting to False instead of None (see the class doc)."""
+        option = super().get_help_option(ctx)
+        if option is not None:
+            option.default = False
+        return option
+
+
 app = typer.Typer(
+    cls=_Group,
     name="harness",
     help="livefire: does the real broker path work right now?",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # Help text is plain text: "[round trip]" must not be taken as rich markup, and
+    # docstring paragraphs are re-flowed to the terminal instead of keeping their breaks.
+    rich_markup_mode=None,
 )
-out = Console()
-err = Console(stderr=True)
-
-EXIT_BAD_INPUT = Verdict.BAD_INPUT.exit_code
 
 
 def bad_input(message: str) -> typer.Exit:
     """Print a one-line error (problem and fix) and return the exit to raise."""
-    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
-    return typer.Exit(EXIT_BAD_INPUT)
+    return typer.Exit(print_error(message))
 
 
-def _progress(kind: str, data: dict[str, Any]) -> None:
-    """Live progress lines while a run works (stderr, so stdout stays the summary)."""
-    if kind == "phase_start":
-        err.print(f"[bold]▶ {data['phase']}[/]", highlight=False)
-    elif kind == "checkpoint":
-        cp = data["cp"]
-        err.print(f"   · {cp.name:<20} {cp.detail}", highlight=False, soft_wrap=True)
-    elif kind == "phase_end":
-        r = data["result"]
-        color = "green" if r.ok else "red"
-        err.print(
-            f"   [{color}]{r.verdict}[/] {r.reason} [dim]({r.duration_s:.2f}s)[/]",
-            highlight=False,
-            soft_wrap=True,
-        )
+# The settings commands take their flags from the one settings declaration (config.py),
+# parsed by argparse: typer would build a pydantic adapter per option on every start
+# (~150 ms of the time to a verdict), and its flags would be a second declaration.
+_SETTINGS_COMMAND = {
+    "context_settings": {
+        "ignore_unknown_options": True,
+        "allow_extra_args": True,
+        "help_option_names": [],
+    },
+}
+_CLEANUP_SETTINGS = ["sim", "scenario", "sim_seed", "host", "port", "client_id", "account",
+                     "connect_timeout", "store"]  # fmt: skip
 
 
-@app.command()
-def run(
-    sim: Annotated[
-        bool | None, typer.Option("--sim", help="Run against the embedded simulator.")
-    ] = None,
-    scenario: Annotated[str | None, typer.Option(help="Simulator scenario (with --sim).")] = None,
-    host: Annotated[str | None, typer.Option(help="Gateway host.")] = None,
-    port: Annotated[
-        int | None, typer.Option(help="Gateway port (default: try 4002, then 7497).")
-    ] = None,
-    client_id: Annotated[int | None, typer.Option(help="API client id.")] = None,
-    account: Annotated[str | None, typer.Option(help="Paper account to use.")] = None,
-    contract: Annotated[
-        str | None, typer.Option(help="AAPL, EUR.USD, MES, FUT:MES:202612:CME ...")
-    ] = None,
-    trade: Annotated[
-        bool | None, typer.Option("--trade", help="Add the 1-contract paper round trip.")
-    ] = None,
-    allow_delayed: Annotated[
-        bool | None, typer.Option("--allow-delayed", help="Accept delayed data as a pass.")
-    ] = None,
-    phases: Annotated[
-        str | None, typer.Option(help="Comma list: health,ticks,round_trip,cleanup.")
-    ] = None,
-    deadline: Annotated[float | None, typer.Option(help="Seconds to wait for bid/ask.")] = None,
-    fill_deadline: Annotated[
-        float | None, typer.Option(help="Seconds to wait for each fill.")
-    ] = None,
-    observe: Annotated[
-        float | None, typer.Option(help="Seconds to keep watching after bid/ask are live.")
-    ] = None,
-    market_data_type: Annotated[
-        int | None, typer.Option(help="1 live, 2 frozen, 3 delayed, 4 delayed-frozen.")
-    ] = None,
-    quantity: Annotated[int | None, typer.Option(help="Round-trip quantity.")] = None,
-    max_quantity: Annotated[int | None, typer.Option(help="Hard quantity limit.")] = None,
-    max_notional: Annotated[float | None, typer.Option(help="Hard notional limit.")] = None,
-    allow_live_port: Annotated[
-        bool | None,
-        typer.Option("--allow-live-port", help="Allow 4001/7496 (paper accounts still required)."),
-    ] = None,
-    store: Annotated[Path | None, typer.Option(help="Run store (HARNESS_STORE).")] = None,
-    json_path: Annotated[Path | None, typer.Option("--json", help="Also write JSON here.")] = None,
-    junit: Annotated[Path | None, typer.Option(help="Write JUnit XML here.")] = None,
-    notify_url: Annotated[
-        list[str] | None, typer.Option("--notify", help="Apprise URL (repeatable).")
-    ] = None,
-    notify_on: Annotated[str | None, typer.Option(help="fail | always | change.")] = None,
-    heartbeat: Annotated[str | None, typer.Option(help="Healthchecks-style ping URL.")] = None,
-    seed: Annotated[int | None, typer.Option(help="Simulator seed.")] = None,
-    config: Annotated[
-        Path | None, typer.Option(help="Config file (default ./harness.toml).")
-    ] = None,
-) -> None:
-    """Run health → ticks → [round trip] → cleanup and exit 0 pass, 1 fail, 2 stalled,
-    3 refused, 4 bad input."""
-    flags = {
-        "sim": sim, "scenario": scenario, "host": host, "port": port, "client_id": client_id,
-        "account": account, "contract": contract, "trade": trade,
-        "allow_delayed": allow_delayed, "phases": phases, "tick_deadline": deadline,
-        "fill_deadline": fill_deadline, "observe_seconds": observe,
-        "market_data_type": market_data_type, "quantity": quantity,
-        "max_quantity": max_quantity, "max_notional": max_notional,
-        "allow_live_port": allow_live_port, "store": store, "json_path": json_path,
-        "junit_path": junit, "notify": notify_url or None, "notify_on": notify_on,
-        "heartbeat": heartbeat, "sim_seed": seed,
-    }  # fmt: skip
-    cfg = _load(flags, config)
-    if cfg.sim and cfg.scenario:
-        try:
-            parse_scenario(cfg.scenario)
-        except ValueError as exc:
-            raise bad_input(f"{exc} (see `harness sim --list`)") from None
-    from harness_lib.report import console_summary
-    from harness_lib.runner import run_harness
-
-    rep = asyncio.run(run_harness(cfg, on_progress=_progress))
-    if rep.verdict == Verdict.BAD_INPUT and len(rep.phases) <= 2:
-        # Nothing ran: one line naming the problem and the fix, as for any bad input.
-        bad = rep.failing_phase
-        raise bad_input(bad.reason if bad else rep.reason)
-    out.print(console_summary(rep))
-    if rep.report_path:
-        out.print(f"report: {rep.report_path}", highlight=False)
-    raise typer.Exit(rep.exit_code)
-
-
-def _load(flags: dict[str, Any], config: Path | None) -> HarnessConfig:
-    """Load the config or exit 4 with the one-line error."""
+def _config_from(parser: SettingsArgumentParser, argv: list[str]) -> HarnessConfig:
+    """Load the config from ``argv`` or exit 4 with the one-line error."""
     try:
-        return load_config(flags, config_path=config)
-    except ConfigError as exc:
+        return load_or_bad_input(parser, argv)
+    except BadInput as exc:
         raise bad_input(str(exc)) from None
 
 
+@app.command(**_SETTINGS_COMMAND)
+def run(ctx: typer.Context) -> None:
+    """The main job: health, ticks, [round trip], cleanup.
+
+    Runs health, ticks, the optional paper round trip (--trade) and cleanup, then exits
+    0 pass, 1 fail, 2 stalled, 3 refused, 4 bad input. Every setting has a flag: see
+    `harness run --help`. (The `harness` script runs this without loading typer:
+    harness_lib.runcli.)"""
+    raise typer.Exit(run_command(ctx.args))
+
+
 StoreOpt = Annotated[
-    Path | None, typer.Option("--store", help="Run store (default data/harness.sqlite).")
+    Path | None,
+    typer.Option(
+        "--store", help=f"{SETTINGS['store'].help} [{SETTINGS['store'].env}]", show_default=False
+    ),
 ]
 
 
@@ -176,20 +130,19 @@ def _open_store(store: Path | None, *, readonly: bool = True) -> Store:
         raise bad_input(f"{exc} (pass --store PATH)") from None
 
 
-@app.command()
-def cleanup(
-    sim: Annotated[bool | None, typer.Option("--sim", help="Sweep the embedded simulator.")] = None,
-    host: Annotated[str | None, typer.Option(help="Gateway host.")] = None,
-    port: Annotated[int | None, typer.Option(help="Gateway port.")] = None,
-    client_id: Annotated[int | None, typer.Option(help="API client id.")] = None,
-    account: Annotated[str | None, typer.Option(help="Paper account.")] = None,
-    store: StoreOpt = None,
-) -> None:
-    """Sweep orphans: cancel open harness orders and flatten positions that harness-tagged
-    executions of any earlier run left, then report what was done."""
-    flags = {"sim": sim, "host": host, "port": port, "client_id": client_id,
-             "account": account, "store": store}  # fmt: skip
-    cfg = _load(flags, None)
+@app.command(**_SETTINGS_COMMAND)
+def cleanup(ctx: typer.Context) -> None:
+    """Cancel and flatten what earlier runs left.
+
+    Sweeps orphans: cancels open harness orders and flattens positions that harness-tagged
+    executions of any earlier run left, then reports what was done."""
+    parser = settings_parser(
+        "harness cleanup",
+        _CLEANUP_SETTINGS,
+        description="Cancel open harness orders and flatten positions that harness-tagged "
+        "executions of any earlier run left, then report what was done.",
+    )
+    cfg = _config_from(parser, ctx.args)
     from harness_lib.runner import run_sweep
 
     rep = asyncio.run(run_sweep(cfg))
@@ -197,8 +150,8 @@ def cleanup(
     if result.verdict == Verdict.BAD_INPUT:
         raise bad_input(result.reason)
     color = "green" if result.ok else "red"
-    out.print(f"[{color}]{result.verdict}[/] {rep.target.label}: {result.reason}",
-              highlight=False, soft_wrap=True)  # fmt: skip
+    line = f"{escape(rep.target.label)}: {escape(result.reason)}"
+    out.print(f"[{color}]{result.verdict}[/] {line}", highlight=False, soft_wrap=True)
     raise typer.Exit(rep.exit_code)
 
 
@@ -207,26 +160,41 @@ def runs(
     last: Annotated[int, typer.Option(help="How many recent runs to list.")] = 20,
     store: StoreOpt = None,
 ) -> None:
-    """List recorded runs: time, target, verdict, first-tick latency, cost."""
+    """List recorded runs.
+
+    Time, run id, target, contract, verdict, first bid/ask latency, cost and reason."""
     if last < 1:
         raise bad_input(f"--last {last} must be at least 1")
     import pandas as pd
 
     with _open_store(store) as st:
         df = st.runs(last=last)
-    table = Table(title=f"last {min(last, len(df))} run(s) in {st.path}")
-    for col in ("started (UTC)", "run", "target", "contract", "verdict", "first bid/ask",
-                "cost", "reason"):  # fmt: skip
-        # Run ids are copied into other commands: never wrap them.
-        table.add_column(col, overflow="fold", no_wrap=col == "run")
+    rows = []
     for r in df.itertuples():
         fb, fa = r.first_bid_s, r.first_ask_s
         ticks_s = "-" if pd.isna(fb) else f"{fb * 1000:.0f}/{fa * 1000:.0f} ms"
         cost = "-" if pd.isna(r.total_cost) else f"{r.total_cost:.2f}"
         started = r.started_at.strftime("%Y-%m-%d %H:%M:%S") if not pd.isna(r.started_at) else ""
-        table.add_row(started, r.run_id, r.target_label, r.contract,
-                      str(r.verdict or r.status), ticks_s, cost, str(r.reason or ""))  # fmt: skip
-    out.print(table)
+        rows.append([started, r.run_id, r.target_label, r.contract, str(r.verdict or r.status),
+                     ticks_s, cost, str(r.reason or "")])  # fmt: skip
+    from harness_lib.output import print_table  # rich.table: not on the `harness run` path
+
+    # In a narrow terminal the columns without a star are dropped (right to left) first.
+    print_table(
+        out,
+        f"last {min(last, len(df))} run(s) in {st.path}",
+        [
+            "started (UTC)*",
+            "run*",
+            "target",
+            "contract",
+            "verdict*",
+            "first bid/ask",
+            "cost",
+            "reason*",
+        ],
+        rows,
+    )
 
 
 def _since(text: str) -> timedelta:
@@ -243,19 +211,24 @@ def costs(
     csv: Annotated[Path | None, typer.Option(help="Also write the ledger as CSV.")] = None,
     store: StoreOpt = None,
 ) -> None:
-    """The test-trade cost ledger: every harness trade (found by its harness: orderRef),
-    so test trades can be subtracted from strategy P&L."""
+    """The test-trade cost ledger.
+
+    Every harness trade (found by its harness: orderRef), so test trades can be
+    subtracted from strategy P&L."""
     window = _since(since)
     with _open_store(store) as st:
         ledger = st.costs(since=window)
-    table = Table(title=f"harness test trades, last {since}")
     cols = ["time", "run_id", "symbol", "quantity", "entry_price", "exit_price", "commission",
             "slippage", "total_cost", "realized_pnl", "currency"]  # fmt: skip
-    for c in cols:
-        table.add_column(c, overflow="fold")
-    for r in ledger.itertuples():
-        table.add_row(*[_cell(getattr(r, c)) for c in cols])
-    out.print(table)
+    essential = {"time", "run_id", "symbol", "quantity", "total_cost"}
+    from harness_lib.output import print_table
+
+    print_table(
+        out,
+        f"harness test trades, last {since}",
+        [c + "*" if c in essential else c for c in cols],
+        [[_cell(getattr(r, c)) for c in cols] for r in ledger.itertuples()],
+    )
     n = len(ledger)
     tot = ledger["total_cost"].sum() if n else 0.0
     com = ledger["commission"].sum() if n else 0.0
@@ -264,6 +237,7 @@ def costs(
         f"{n} test trade(s): commission {com:.2f}, total cost {tot:.2f}, realized P&L "
         f"{_cell(pnl)} — subtract these from strategy P&L",
         highlight=False,
+        soft_wrap=True,
     )
     if csv is not None:
         try:
@@ -294,8 +268,9 @@ def report(
         bool, typer.Option("--plain", help="Plain summary instead of the notebook export.")
     ] = False,
 ) -> None:
-    """Write the HTML post-mortem of one run (the post-mortem notebook exported, or a plain
-    summary from the same data)."""
+    """Write the HTML post-mortem of one run.
+
+    The post-mortem notebook exported, or a plain summary from the same data."""
     with _open_store(store) as st:
         run_row = st.run(run_id)
         if run_row is None:
@@ -313,7 +288,7 @@ def report(
                 out.print(f"wrote {output} (post-mortem notebook export)", highlight=False)
                 return
             except Exception as exc:  # fall back: a report is better than none
-                err.print(f"notebook export failed ({exc}); writing the plain summary")
+                err.print(f"notebook export failed ({escape(str(exc))}); writing the plain summary")
     from harness_lib.report import html_summary
 
     html = html_summary(run_row, phases_df.to_dict("records"), cps.to_dict("records"),
@@ -345,12 +320,10 @@ def schedule(
 
     run_args = [a for a in ctx.args if a != "--"]
     # Validate the run arguments now, not at 08:05 tomorrow.
-    run_cmd = typer.main.get_command(app).commands["run"]  # type: ignore[attr-defined]
     try:
-        run_cmd.make_context("run", list(run_args))
-    except typer.TyperException as exc:
-        text = " ".join(exc.format_message().split()) if hasattr(exc, "format_message") else exc
-        raise bad_input(f"invalid `harness run` arguments after --: {text}") from None
+        run_parser().parse_args(run_args)
+    except ConfigError as exc:
+        raise bad_input(f"invalid `harness run` arguments after --: {exc}") from None
     kind = print_kind or sched.default_kind()
     if kind not in sched.KINDS:
         raise bad_input(f"--print {kind!r}: choose one of {', '.join(sched.KINDS)}")
@@ -366,12 +339,12 @@ def schedule(
             out.print(f"wrote {pth}", highlight=False)
         out.print(done.how_to_enable, highlight=False)
         if done.warning:
-            err.print(f"warning: {done.warning}", highlight=False)
+            err.print(f"warning: {escape(done.warning)}", highlight=False)
         return
     text, warning = sched.render(spec, kind)
     out.print(text, highlight=False, markup=False, soft_wrap=True)
     if warning:
-        err.print(f"warning: {warning}", highlight=False)
+        err.print(f"warning: {escape(warning)}", highlight=False)
 
 
 @app.command()
@@ -394,14 +367,16 @@ def sim(
         Path | None, typer.Option("--replay", help="Serve this wire recording instead.")
     ] = None,
 ) -> None:
-    """Run the paper-gateway simulator until interrupted. Point any TWS API client at it."""
+    """Run the paper-gateway simulator.
+
+    Serves until interrupted. Point any TWS API client at it."""
     if replay is not None:
         from harness_lib.wire import commands
 
         _wire(commands.replay, replay, host=host, port=port, speed=1.0, json_path=None)
     if list_scenarios:
         for name, text in describe():
-            out.print(f"[bold]{name:<20}[/] {text}", highlight=False)
+            out.print(f"[bold]{name:<20}[/] {escape(text)}", highlight=False, soft_wrap=True)
         return
     try:
         scen = parse_scenario(scenario)
@@ -518,18 +493,12 @@ def _root(
     ] = False,
 ) -> None:
     """livefire: does the real broker path work right now?"""
-    # ib_async logs every IB error at ERROR; the harness already records and reports them,
-    # so by default only our own warnings reach the terminal.
-    logging.basicConfig(
-        level=logging.INFO if verbose else logging.WARNING,
-        format="%(asctime)s %(name)s %(levelname)s %(message)s",
-    )
-    if not verbose:
-        logging.getLogger("ib_async").setLevel(logging.CRITICAL)
+    setup_logging(verbose)
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point of the ``harness`` console script.
+    """The typer app's entry point (``python -m harness_lib.cli``; the ``harness`` script
+    comes here through :func:`harness_lib.runcli.main` for every command but ``run``).
 
     Usage errors become one line and exit 4 (bad input), instead of click's box and exit 2,
     because exit 2 means STALLED to the schedulers that read our codes.
@@ -543,6 +512,9 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(130)
     except typer.TyperException as exc:
         # typer vendors click; its usage errors all derive from TyperException.
+        if type(exc).__name__ == "NoArgsIsHelpError":  # `harness` alone: show the help
+            print(exc.format_message() if hasattr(exc, "format_message") else exc)
+            sys.exit(0)
         ctx = getattr(exc, "ctx", None)
         name = ctx.command_path if ctx is not None else "harness"
         text = exc.format_message() if hasattr(exc, "format_message") else str(exc)
@@ -550,7 +522,9 @@ def main(argv: list[str] | None = None) -> None:
         if not text:  # `harness` alone: help was printed, nothing went wrong
             sys.exit(0)
         err.print(
-            f"[bold red]error:[/] {text} (see `{name} --help`)", highlight=False, soft_wrap=True
+            f"[bold red]error:[/] {escape(text)} (see `{name} --help`)",
+            highlight=False,
+            soft_wrap=True,
         )
         sys.exit(EXIT_BAD_INPUT)
     finally:

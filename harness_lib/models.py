@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any
+from typing import Annotated, Any, ClassVar
 
 
 class Verdict(StrEnum):
@@ -34,7 +34,7 @@ class Verdict(StrEnum):
     """The phase was not run (not requested, or an earlier phase made it pointless)."""
 
     @property
-    def exit_code(self) -> int:
+    def exit_code(self) -> ExitCode:
         """The process exit code the CLI uses for this verdict."""
         return _EXIT_CODES[self]
 
@@ -42,6 +42,14 @@ class Verdict(StrEnum):
     def mark(self) -> str:
         """A one-character mark for people scanning a phone or a terminal."""
         return "✅" if self in (Verdict.PASS, Verdict.SKIPPED) else "🚨"
+
+
+class JsonSchema(dict):
+    """Extra JSON Schema keywords for a field, attached with ``Annotated[T, JsonSchema(...)]``.
+
+    The report's JSON Schema is generated from these dataclasses (see
+    :mod:`harness_lib.docschema`): types from the annotations, descriptions from the
+    field and property docstrings, constraints from this marker."""
 
 
 _EXIT_CODES = {
@@ -53,6 +61,9 @@ _EXIT_CODES = {
     Verdict.REFUSED: 3,
     Verdict.BAD_INPUT: 4,
 }
+
+ExitCode = Annotated[int, JsonSchema(enum=sorted(set(_EXIT_CODES.values())))]
+"""0 pass, 1 fail, 2 stalled, 3 refused, 4 bad input (``Verdict.exit_code``)."""
 
 # Which verdict wins when phases disagree: a refusal explains everything after it,
 # a failure is more specific than a stall, and SKIPPED never hides anything.
@@ -80,7 +91,7 @@ def worst(verdicts: list[Verdict]) -> Verdict:
 
 
 class Phase(StrEnum):
-    """The four phases, in the order a run executes them."""
+    """The phases, in the order a run executes them."""
 
     HEALTH = "health"
     """Connect, check server version, accounts (paper guard), clock skew and farm notices."""
@@ -88,6 +99,8 @@ class Phase(StrEnum):
     """Qualify a contract, subscribe, and time when each ticker field becomes real."""
     ROUND_TRIP = "round_trip"
     """Buy then sell one contract on a paper account and measure the cost (opt-in)."""
+    STACK = "stack"
+    """Judge what the user's own stack showed (when one is declared; see harness_lib.stack)."""
     CLEANUP = "cleanup"
     """Cancel harness orders, flatten harness positions, unsubscribe, disconnect (always)."""
 
@@ -113,40 +126,72 @@ def utcnow() -> datetime:
 
 @dataclass(slots=True)
 class Checkpoint:
-    """A named moment in a phase; the last one reached tells where a run stopped."""
+    """A named moment reached inside a phase; the last one tells where a run stopped."""
 
     name: str
+    """Checkpoint name, e.g. 'subscribed'."""
     t_mono: float
+    """Monotonic clock reading in seconds; only differences between checkpoints of one run
+    are meaningful."""
     t_wall: datetime
+    """Wall-clock time the checkpoint was reached (ISO 8601, UTC)."""
     detail: str = ""
+    """Free-form detail; may be empty."""
 
 
 @dataclass(slots=True)
 class IBMessage:
-    """An error, warning or notice as IB sent it (msg 4), with when it arrived."""
+    """An error, warning or notice exactly as IB sent it (msg 4), with when it arrived."""
 
     code: int
+    """IB error code, e.g. 354 (market data not subscribed) or 2104 (farm connection OK
+    notice)."""
     message: str
+    """IB's message text, unchanged."""
     req_id: int = -1
+    """The request id the message refers to; -1 for connection-level messages."""
     t_wall: datetime = field(default_factory=utcnow)
+    """When the message arrived (ISO 8601, UTC)."""
 
     def __str__(self) -> str:
         return f"IB {self.code}: {self.message}"
 
 
+def _known_evidence() -> type:
+    """The evidence keys phases are known to write, for the JSON Schema: the stack phase's
+    (:class:`harness_lib.stack.checks.StackEvidence`). A function, so this module never
+    imports the stack package (which imports this one); called when the schema is built."""
+    from harness_lib.stack.checks import StackEvidence
+
+    return StackEvidence
+
+
 @dataclass(slots=True)
 class PhaseResult:
-    """The typed result of one phase: verdict, timing, checkpoints, metrics, evidence."""
+    """The result of one phase: verdict, timing, checkpoints, metrics, evidence."""
 
     phase: Phase
+    """Which phase: health, ticks, round_trip, stack or cleanup."""
     verdict: Verdict
+    """What the phase concluded."""
     reason: str = ""
+    """Why the phase got its verdict, in one line; may be empty on PASS."""
     started_at: datetime = field(default_factory=utcnow)
-    duration_s: float = 0.0
+    """When the phase started (ISO 8601, UTC)."""
+    duration_s: Annotated[float | None, JsonSchema(minimum=0)] = 0.0
+    """How long the phase took, in seconds."""
     checkpoints: list[Checkpoint] = field(default_factory=list)
-    metrics: dict[str, Any] = field(default_factory=dict)
-    evidence: dict[str, Any] = field(default_factory=dict)
+    """Checkpoints reached, in order."""
+    metrics: Annotated[dict[str, Any], JsonSchema(known=KnownMetrics)] = field(default_factory=dict)
+    """Numbers a phase measured. Known keys are listed; phases may add more. Values that
+    were not observed are null (never NaN)."""
+    evidence: Annotated[dict[str, Any], JsonSchema(known=_known_evidence)] = field(
+        default_factory=dict
+    )
+    """Raw observations backing the verdict (ids, prices, positions); shape depends on the
+    phase. Known keys are listed."""
     errors: list[IBMessage] = field(default_factory=list)
+    """IB errors, warnings and notices received during the phase."""
 
     @property
     def ok(self) -> bool:
@@ -158,23 +203,60 @@ class PhaseResult:
         return _jsonable(dataclasses.asdict(self))
 
 
+@dataclass(frozen=True, slots=True)
+class KnownMetrics:
+    """The metric keys phases are known to write (documentation for the JSON Schema; the
+    metrics themselves stay a dict, so a phase can add a key without a schema change)."""
+
+    first_bid_s: float | None
+    """ticks: seconds from subscribing until the first real bid; null if none arrived."""
+    first_ask_s: float | None
+    """ticks: seconds from subscribing until the first real ask; null if none arrived."""
+    market_data_type: int | str | None
+    """ticks: IB market data type seen (1 live, 2 frozen, 3 delayed, 4 delayed frozen)."""
+    total_cost: float | None
+    """round_trip: commission plus slippage of the buy/sell round trip, in 'currency'."""
+    commission: float | None
+    """round_trip: commissions IB reported for both legs."""
+    slippage: float | None
+    """round_trip: cost of fills versus the quote at order time."""
+    realized_pnl: float | None
+    """round_trip: realized P&L IB reported for the round trip."""
+    currency: str | None
+    """round_trip: currency of the cost figures, e.g. USD."""
+    observations: int | None
+    """stack: how many observations the declared endpoints emitted during the run; each
+    check's latency is under '<endpoint>.<check>_latency_s'."""
+
+
 @dataclass(slots=True)
 class Target:
-    """What a run talked to. Every report names it, so a simulator run is never mistaken
-    for a gateway run."""
+    """What the run talked to: a real IB gateway/TWS or the simulator. Every report names
+    it, so a simulator run is never mistaken for a gateway run."""
+
+    JSON_COMPUTED: ClassVar[tuple[str, ...]] = ("label",)
+    """Properties that :meth:`to_dict` (and so the JSON Schema) adds to the fields."""
 
     host: str
-    port: int
+    """Host name or address connected to."""
+    port: Annotated[int, JsonSchema(minimum=0, maximum=65535)]
+    """TCP port (e.g. 4002 paper gateway)."""
     client_id: int
+    """IB API client id used."""
     simulated: bool = False
+    """True when the target was the livefire simulator, not IB."""
     scenario: str | None = None
+    """Simulator scenario name; null for a real gateway."""
     account: str | None = None
+    """The account the run used, if known."""
     accounts: list[str] = field(default_factory=list)
+    """All accounts the gateway reported (managedAccounts)."""
     server_version: int | None = None
+    """IB API server version reported at connect."""
 
     @property
     def label(self) -> str:
-        """One line for consoles and notifications."""
+        """One-line human description; starts with SIMULATOR for simulator runs."""
         where = f"{self.host}:{self.port}"
         acct = f" account {self.account}" if self.account else ""
         if self.simulated:
@@ -191,9 +273,9 @@ class Target:
         return f"{self.host}:{self.port}/{self.account or ''}"
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form."""
+        """JSON-ready form: the fields plus :attr:`JSON_COMPUTED`."""
         d = dataclasses.asdict(self)
-        d["label"] = self.label
+        d.update((name, getattr(self, name)) for name in self.JSON_COMPUTED)
         return d
 
 
@@ -201,23 +283,35 @@ class Target:
 class RunReport:
     """Everything a run concluded. Rendered to the console, JSON, JUnit and notifications."""
 
-    run_id: str
+    JSON_COMPUTED: ClassVar[tuple[str, ...]] = ("verdict", "exit_code", "reason")
+    """Properties that :meth:`to_dict` (and so the JSON Schema) adds to the fields."""
+    JSON_EXCLUDED: ClassVar[tuple[str, ...]] = ("report_path",)
+    """Fields left out of :meth:`to_dict`: where the report itself was written."""
+
+    run_id: Annotated[str, JsonSchema(minLength=1)]
+    """Unique id of the run; also the report's file name."""
     target: Target
+    """What the run talked to."""
     contract: str
+    """The contract the run subscribed to / traded, as given."""
     phases: list[PhaseResult] = field(default_factory=list)
+    """Phase results in execution order."""
     started_at: datetime = field(default_factory=utcnow)
+    """When the run started (ISO 8601, UTC)."""
     finished_at: datetime | None = None
+    """When the run finished; null if it never concluded."""
     store_path: str | None = None
+    """Path of the run store holding the full event history, if any."""
     report_path: str | None = None
 
     @property
     def verdict(self) -> Verdict:
-        """The run's verdict: the most severe of its phases' verdicts."""
+        """The run's verdict: the most severe phase verdict."""
         return worst([p.verdict for p in self.phases])
 
     @property
-    def exit_code(self) -> int:
-        """0 pass, 1 fail, 2 stalled, 3 refused, 4 bad input."""
+    def exit_code(self) -> ExitCode:
+        """Process exit code: 0 pass, 1 fail, 2 stalled, 3 refused, 4 bad input."""
         return self.verdict.exit_code
 
     @property
@@ -248,21 +342,21 @@ class RunReport:
         return None
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form used by the JSON report (see ``report.SCHEMA``)."""
-        return _jsonable(
-            {
-                "run_id": self.run_id,
-                "verdict": str(self.verdict),
-                "exit_code": self.exit_code,
-                "reason": self.reason,
-                "target": self.target.to_dict(),
-                "contract": self.contract,
-                "started_at": self.started_at,
-                "finished_at": self.finished_at,
-                "store_path": self.store_path,
-                "phases": [p.to_dict() for p in self.phases],
-            }
-        )
+        """JSON-ready form used by the JSON report: the fields except
+        :attr:`JSON_EXCLUDED`, plus :attr:`JSON_COMPUTED` (``report.SCHEMA`` is generated
+        from the same declaration)."""
+        d: dict[str, Any] = {}
+        for f in dataclasses.fields(self):
+            if f.name in self.JSON_EXCLUDED:
+                continue
+            value = getattr(self, f.name)
+            if f.name == "target":
+                value = value.to_dict()
+            elif f.name == "phases":
+                value = [p.to_dict() for p in value]
+            d[f.name] = value
+        d.update((name, getattr(self, name)) for name in self.JSON_COMPUTED)
+        return _jsonable(d)
 
 
 def _jsonable(obj: Any) -> Any:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from harness_lib.config import HarnessConfig, load_config
@@ -26,6 +27,7 @@ __all__ = [
     "CONTRACT_CHOICES",
     "ScriptArgumentParser",
     "connection_form",
+    "live_config",
     "notebook_args",
     "postmortem_args",
     "round_trip_config",
@@ -82,6 +84,9 @@ def notebook_args(notebook: str, argv: Sequence[str] | None = None) -> argparse.
     p.add_argument("--host", default="127.0.0.1", help="gateway host (with --port)")
     p.add_argument("--port", type=int, default=None, help="gateway port: use a real gateway")
     p.add_argument("--contract", default="AAPL", help="AAPL, EUR.USD, MES, FUT:MES:202612 ...")
+    p.add_argument(
+        "--stack-file", type=Path, default=None, help="TOML file of [[stack]] endpoints to watch"
+    )
     if notebook == "live_ticks":
         p.add_argument("--deadline", type=float, default=5.0, help="seconds to wait for bid/ask")
         p.add_argument("--client-id", type=int, default=LIVE_CLIENT_ID, help="API client id")
@@ -144,8 +149,17 @@ def round_trip_config(
         "tick_deadline": args.deadline,
         "fill_deadline": args.fill_deadline,
         "store": args.store,
+        "stack": args.stack_file,
     }
     return load_config(flags)
+
+
+def live_config(args: argparse.Namespace) -> HarnessConfig:
+    """The live notebook's settings, loaded like ``harness run`` (defaults < harness.toml <
+    HARNESS_* < these values): its tick deadline and the declared stack, if any (the
+    connection itself comes from the form). Raises ConfigError (one line).
+    """
+    return load_config({"tick_deadline": args.deadline, "stack": args.stack_file})
 
 
 # ------------------------------------------------------------------------ the form

@@ -33,6 +33,7 @@ __all__ = [
     "cost_breakdown",
     "cost_totals",
     "export_html",
+    "failed_stack_checks",
     "filter_runs",
     "lifecycle_steps",
     "load_runs",
@@ -42,6 +43,7 @@ __all__ = [
     "run_findings",
     "run_ticks",
     "session_errors",
+    "stack_check_table",
     "subscribed_at",
 ]
 
@@ -161,12 +163,14 @@ def order_lifecycle(store: Store, run_id: str) -> pd.DataFrame:
     """The order lifecycle of a run's round trip, one row per step, in time order.
 
     Steps are the round-trip checkpoints (entry submitted → filled → commission, exit
-    the same, flat), each execution as the gateway reported it, and cleanup's checkpoints.
-    Columns: run_id, phase (the timeline lane: round_trip, entry, exit, cleanup), name,
-    t_mono, t_wall, detail; :func:`charts.checkpoint_timeline_chart` draws it.
+    the same, flat), each execution as the gateway reported it, cleanup's checkpoints,
+    and the stack's moments: each passed stack check (``<endpoint>.<check>``) at the
+    moment the user's stack showed it, so the stack lane sits beside the fills.
+    Columns: run_id, phase (the timeline lane: round_trip, entry, exit, stack, cleanup),
+    name, t_mono, t_wall, detail; :func:`charts.checkpoint_timeline_chart` draws it.
     """
     cps = store.checkpoints(run_id)
-    cps = cps[cps["phase"].isin(["round_trip", "cleanup"])].copy()
+    cps = cps[cps["phase"].isin(["round_trip", "stack", "cleanup"])].copy()
     lanes = []
     for phase, name in zip(cps["phase"], cps["name"], strict=True):
         lane = next((lane for prefix, lane in _LANES if str(name).startswith(prefix)), phase)
@@ -210,6 +214,48 @@ def lifecycle_steps(lifecycle: pd.DataFrame) -> pd.DataFrame:
             "at (UTC)": pd.to_datetime(lifecycle["t_wall"], utc=True).dt.strftime("%H:%M:%S.%f"),
             "detail": lifecycle["detail"],
         }
+    )
+
+
+_STACK_TABLE = ["check", "verdict", "latency (ms)", "shown at (UTC)", "reason"]
+
+
+def stack_check_table(checks: pd.DataFrame) -> pd.DataFrame:
+    """Stack checks (``Store.stack_checks``) as a readable table: check
+    (``endpoint.name``), verdict, broker→stack latency in ms, when the stack showed it,
+    and the reason. Empty (with the columns) when the run watched no stack."""
+    if checks.empty:
+        return pd.DataFrame(columns=_STACK_TABLE)
+    latency = pd.to_numeric(checks["latency_s"], errors="coerce")
+    at = pd.to_datetime(checks["at_wall"], utc=True)
+    return pd.DataFrame(
+        {
+            "check": checks["endpoint"].astype(str) + "." + checks["name"].astype(str),
+            "verdict": checks["verdict"],
+            "latency (ms)": (latency * 1000).round(1),
+            "shown at (UTC)": at.dt.strftime("%H:%M:%S.%f").str[:-3],
+            "reason": checks["reason"],
+        }
+    ).reset_index(drop=True)
+
+
+_FAILED_COLUMNS = ["run_id", "check", "verdict", "reason", "expected", "observed"]
+
+
+def failed_stack_checks(checks: pd.DataFrame, run_ids: Iterable[str] | None = None) -> pd.DataFrame:
+    """The stack checks that did not pass (FAIL, STALLED...), newest run first, of the runs
+    in ``run_ids`` (None: all): run_id, check (``endpoint.name``), verdict, reason, and
+    what was expected and observed."""
+    if checks.empty:
+        return pd.DataFrame(columns=_FAILED_COLUMNS)
+    bad = checks[~checks["verdict"].isin([str(Verdict.PASS), str(Verdict.SKIPPED)])]
+    if run_ids is not None:
+        bad = bad[bad["run_id"].isin(list(run_ids))]
+    if bad.empty:
+        return pd.DataFrame(columns=_FAILED_COLUMNS)
+    out = bad.assign(check=bad["endpoint"].astype(str) + "." + bad["name"].astype(str))
+    return out.sort_values("run_id", ascending=False, kind="stable")[_FAILED_COLUMNS].reset_index(
+        drop=True
     )
 
 
@@ -278,6 +324,9 @@ def run_findings(store: Store, run_id: str) -> str:
         value = run.get(key)
         if value is not None and math.isfinite(float(value)):
             lines.append(f"{label}: {float(value) * 1000:.0f} ms")
+    for c in stack_check_table(store.stack_checks(run_id)).itertuples():
+        lat = "" if pd.isna(c[3]) else f" {c[3]:g} ms"
+        lines.append(f"  stack check {c.check} {c.verdict}{lat}: {c.reason}")
     costs = cost_breakdown(store, run_id)
     for c in costs.itertuples():
         lines.append(f"{c.item}: {c.amount:.4f} {c.currency}")

@@ -100,6 +100,8 @@ class Recorder:
     """Recent store rows (run_id, con_id, ..., seq); ``snapshot`` turns them into TickRows."""
     checkpoints: list[tuple[str, Checkpoint]] = field(default_factory=list)
     messages: deque[IBMessage] = field(init=False)
+    stack_seen: deque[Any] = field(init=False)
+    """Recent stack observations for live views (broker and stack quote side by side)."""
     executions: dict[str, Fill] = field(default_factory=dict)
     commissions: dict[str, CommissionReport] = field(default_factory=dict)
     tick_count: int = 0
@@ -118,6 +120,7 @@ class Recorder:
     def __post_init__(self) -> None:
         self.ticks = deque(maxlen=self.ring_size)
         self.messages = deque(maxlen=2_000)
+        self.stack_seen = deque(maxlen=2_000)
         if not self.order_ref:
             self.order_ref = f"harness:{self.run_id}"
 
@@ -139,7 +142,7 @@ class Recorder:
                 self._flusher = asyncio.get_running_loop().create_task(self._flush_loop())
 
     def _start_wire(self, ib: IB) -> None:
-        from harness_lib.wire.commands import recording_path
+        from harness_lib.wire.format import recording_path
         from harness_lib.wire.run import RunRecording
 
         path = self.wire_path
@@ -329,9 +332,22 @@ class Recorder:
         )  # fmt: skip
 
     # --- checkpoints and messages ------------------------------------------------------------
-    def checkpoint(self, phase: str, name: str, detail: str = "") -> Checkpoint:
-        """Record a named moment now."""
-        cp = Checkpoint(name=name, t_mono=time.monotonic(), t_wall=utcnow(), detail=detail)
+    def checkpoint(
+        self,
+        phase: str,
+        name: str,
+        detail: str = "",
+        *,
+        t_mono: float | None = None,
+        t_wall: datetime | None = None,
+    ) -> Checkpoint:
+        """Record a named moment: now, or when something was observed (both stamps given)."""
+        cp = Checkpoint(
+            name=name,
+            t_mono=time.monotonic() if t_mono is None else t_mono,
+            t_wall=utcnow() if t_wall is None else t_wall,
+            detail=detail,
+        )
         with self.lock:
             self.checkpoints.append((phase, cp))
         self._write(f"checkpoint {name}", self.store.add_checkpoint if self.store else None,
@@ -381,6 +397,23 @@ class Recorder:
         """Store a finished phase."""
         self._write(f"{result.phase} result", self.store.record_phase if self.store else None,
                     self.run_id, result)  # fmt: skip
+
+    # --- the user's stack ---------------------------------------------------------------------
+    def stack_observation(self, obs: Any) -> None:
+        """Record what a stack endpoint showed (a ``harness_lib.stack`` Observation)."""
+        with self.lock:
+            self.stack_seen.append(obs)
+        self._write(
+            f"stack observation of {obs.endpoint}",
+            self.store.add_stack_observation if self.store else None, self.run_id, obs.to_dict(),
+        )  # fmt: skip
+
+    def stack_check(self, result: Any) -> None:
+        """Record one judged stack check (a ``harness_lib.stack`` CheckResult)."""
+        self._write(
+            f"stack check {result.key}", self.store.add_stack_check if self.store else None,
+            self.run_id, result.to_dict(),
+        )  # fmt: skip
 
     # --- orders, fills, commissions ----------------------------------------------------------
     def order_placed(
@@ -497,8 +530,10 @@ class Recorder:
             rows = list(self.ticks)[-last_ticks:]
             cps = list(self.checkpoints)
             msgs = list(self.messages)
+            stack = list(self.stack_seen)
         ticks = [TickRow(r[10], *r[1:10]) for r in rows]
-        return {"ticks": ticks, "checkpoints": cps, "messages": msgs, "tick_count": self.tick_count}
+        return {"ticks": ticks, "checkpoints": cps, "messages": msgs,
+                "tick_count": self.tick_count, "stack": stack}  # fmt: skip
 
     async def close(self) -> None:
         """Flush and stop the periodic flusher."""

@@ -3,11 +3,12 @@
 One run produces the same facts in four shapes:
 
 * a JSON report (``<reports_dir>/<run_id>.json`` plus ``latest.json``) described by
-  :data:`SCHEMA`, for dashboards and scripts;
+  ``SCHEMA`` (generated from the dataclasses by :func:`report_schema`), for dashboards
+  and scripts;
 * a JUnit XML file, so CI systems show a failing phase as a failing test;
 * a self-contained HTML page, the fallback for ``harness report`` when the notebook
   export is unavailable (fed from plain store rows, not from a RunReport);
-* a rich table for the console.
+* plain aligned lines for the console (:func:`console_summary`).
 
 Every shape names the target, and a simulator run says SIMULATOR, so a green simulator
 run is never mistaken for a healthy gateway.
@@ -15,6 +16,7 @@ run is never mistaken for a healthy gateway.
 
 from __future__ import annotations
 
+import functools
 import html
 import json
 import math
@@ -25,7 +27,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from rich.table import Table
+from rich.console import Console, Group
 from rich.text import Text
 
 from harness_lib.constants import VERDICT_COLOURS
@@ -37,294 +39,47 @@ SCHEMA_VERSION = 1
 
 # --------------------------------------------------------------------------- schema
 
-_VERDICTS = [str(v) for v in Verdict]
-_PHASES = [str(p) for p in Phase]
-
-
-def _nullable(type_: str) -> list[str]:
-    return [type_, "null"]
-
-
-_IB_MESSAGE_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "description": "An error, warning or notice exactly as IB sent it (msg 4).",
-    "required": ["code", "message", "req_id", "t_wall"],
-    "additionalProperties": False,
-    "properties": {
-        "code": {
-            "type": "integer",
-            "description": "IB error code, e.g. 354 (market data not subscribed) or 2104 "
-            "(farm connection OK notice).",
-        },
-        "message": {"type": "string", "description": "IB's message text, unchanged."},
-        "req_id": {
-            "type": "integer",
-            "description": "The request id the message refers to; -1 for connection-level "
-            "messages.",
-        },
-        "t_wall": {
-            "type": "string",
-            "format": "date-time",
-            "description": "When the message arrived (ISO 8601, UTC).",
-        },
+# What report_json() adds around RunReport.to_dict(), declared with its schema here.
+_ENVELOPE: dict[str, dict[str, Any]] = {
+    "schema_version": {
+        "const": SCHEMA_VERSION,
+        "description": "Version of this report format; bumped on incompatible changes.",
+    },
+    "simulated": {
+        "type": "boolean",
+        "description": "True when the run targeted the simulator: its PASS says nothing "
+        "about the real gateway.",
     },
 }
 
-_CHECKPOINT_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "description": "A named moment reached inside a phase; the last one tells where a run stopped.",
-    "required": ["name", "t_mono", "t_wall", "detail"],
-    "additionalProperties": False,
-    "properties": {
-        "name": {"type": "string", "description": "Checkpoint name, e.g. 'subscribed'."},
-        "t_mono": {
-            "type": "number",
-            "description": "Monotonic clock reading in seconds; only differences between "
-            "checkpoints of one run are meaningful.",
-        },
-        "t_wall": {
-            "type": "string",
-            "format": "date-time",
-            "description": "Wall-clock time the checkpoint was reached (ISO 8601, UTC).",
-        },
-        "detail": {"type": "string", "description": "Free-form detail; may be empty."},
-    },
-}
 
-_METRICS_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "description": "Numbers a phase measured. Known keys are listed; phases may add more. "
-    "Values that were not observed are null (never NaN).",
-    "additionalProperties": True,
-    "properties": {
-        "first_bid_s": {
-            "type": _nullable("number"),
-            "description": "ticks: seconds from subscribing until the first real bid; null "
-            "if none arrived.",
-        },
-        "first_ask_s": {
-            "type": _nullable("number"),
-            "description": "ticks: seconds from subscribing until the first real ask; null "
-            "if none arrived.",
-        },
-        "market_data_type": {
-            "type": ["integer", "string", "null"],
-            "description": "ticks: IB market data type seen (1 live, 2 frozen, 3 delayed, "
-            "4 delayed frozen).",
-        },
-        "total_cost": {
-            "type": _nullable("number"),
-            "description": "round_trip: commission plus slippage of the buy/sell round trip, "
-            "in 'currency'.",
-        },
-        "commission": {
-            "type": _nullable("number"),
-            "description": "round_trip: commissions IB reported for both legs.",
-        },
-        "slippage": {
-            "type": _nullable("number"),
-            "description": "round_trip: cost of fills versus the quote at order time.",
-        },
-        "realized_pnl": {
-            "type": _nullable("number"),
-            "description": "round_trip: realized P&L IB reported for the round trip.",
-        },
-        "currency": {
-            "type": _nullable("string"),
-            "description": "round_trip: currency of the cost figures, e.g. USD.",
-        },
-    },
-}
+@functools.cache
+def report_schema() -> dict[str, Any]:
+    """JSON Schema (draft 2020-12) of the JSON report written by :func:`write_json_report`,
+    generated from :class:`RunReport` (see :mod:`harness_lib.docschema`), so the two cannot
+    drift. Also available as ``report.SCHEMA``."""
+    from harness_lib.docschema import object_schema
 
-_PHASE_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "description": "The result of one phase.",
-    "required": [
-        "phase",
-        "verdict",
-        "reason",
-        "started_at",
-        "duration_s",
-        "checkpoints",
-        "metrics",
-        "evidence",
-        "errors",
-    ],
-    "additionalProperties": False,
-    "properties": {
-        "phase": {
-            "type": "string",
-            "enum": _PHASES,
-            "description": "Which phase: health, ticks, round_trip or cleanup.",
-        },
-        "verdict": {
-            "type": "string",
-            "enum": _VERDICTS,
-            "description": "What the phase concluded.",
-        },
-        "reason": {
-            "type": "string",
-            "description": "Why the phase got its verdict, in one line; may be empty on PASS.",
-        },
-        "started_at": {
-            "type": "string",
-            "format": "date-time",
-            "description": "When the phase started (ISO 8601, UTC).",
-        },
-        "duration_s": {
-            "type": _nullable("number"),
-            "minimum": 0,
-            "description": "How long the phase took, in seconds.",
-        },
-        "checkpoints": {
-            "type": "array",
-            "items": _CHECKPOINT_SCHEMA,
-            "description": "Checkpoints reached, in order.",
-        },
-        "metrics": _METRICS_SCHEMA,
-        "evidence": {
-            "type": "object",
-            "description": "Raw observations backing the verdict (ids, prices, positions); "
-            "shape depends on the phase.",
-        },
-        "errors": {
-            "type": "array",
-            "items": _IB_MESSAGE_SCHEMA,
-            "description": "IB errors, warnings and notices received during the phase.",
-        },
-    },
-}
+    doc = object_schema(RunReport)
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": f"urn:livefire:run-report:{SCHEMA_VERSION}",
+        "title": "livefire run report",
+        "description": "What one `harness run` concluded about an Interactive Brokers stack. "
+        "Written to <reports_dir>/<run_id>.json and copied to latest.json.",
+        "type": "object",
+        "required": [*_ENVELOPE, *doc["required"]],
+        "additionalProperties": False,
+        "properties": {**_ENVELOPE, **doc["properties"]},
+    }
 
-_TARGET_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "description": "What the run talked to: a real IB gateway/TWS or the simulator.",
-    "required": [
-        "host",
-        "port",
-        "client_id",
-        "simulated",
-        "scenario",
-        "account",
-        "accounts",
-        "server_version",
-        "label",
-    ],
-    "additionalProperties": False,
-    "properties": {
-        "host": {"type": "string", "description": "Host name or address connected to."},
-        "port": {
-            "type": "integer",
-            "minimum": 0,
-            "maximum": 65535,
-            "description": "TCP port (e.g. 4002 paper gateway).",
-        },
-        "client_id": {"type": "integer", "description": "IB API client id used."},
-        "simulated": {
-            "type": "boolean",
-            "description": "True when the target was the livefire simulator, not IB.",
-        },
-        "scenario": {
-            "type": _nullable("string"),
-            "description": "Simulator scenario name; null for a real gateway.",
-        },
-        "account": {
-            "type": _nullable("string"),
-            "description": "The account the run used, if known.",
-        },
-        "accounts": {
-            "type": "array",
-            "items": {"type": "string"},
-            "description": "All accounts the gateway reported (managedAccounts).",
-        },
-        "server_version": {
-            "type": _nullable("integer"),
-            "description": "IB API server version reported at connect.",
-        },
-        "label": {
-            "type": "string",
-            "description": "One-line human description; starts with SIMULATOR for simulator runs.",
-        },
-    },
-}
 
-SCHEMA: dict[str, Any] = {
-    "$schema": "https://json-schema.org/draft/2020-12/schema",
-    "$id": "urn:livefire:run-report:1",
-    "title": "livefire run report",
-    "description": "What one `harness run` concluded about an Interactive Brokers stack. "
-    "Written to <reports_dir>/<run_id>.json and copied to latest.json.",
-    "type": "object",
-    "required": [
-        "schema_version",
-        "simulated",
-        "run_id",
-        "verdict",
-        "exit_code",
-        "reason",
-        "target",
-        "contract",
-        "started_at",
-        "finished_at",
-        "store_path",
-        "phases",
-    ],
-    "additionalProperties": False,
-    "properties": {
-        "schema_version": {
-            "const": SCHEMA_VERSION,
-            "description": "Version of this report format; bumped on incompatible changes.",
-        },
-        "simulated": {
-            "type": "boolean",
-            "description": "True when the run targeted the simulator: its PASS says nothing "
-            "about the real gateway.",
-        },
-        "run_id": {
-            "type": "string",
-            "minLength": 1,
-            "description": "Unique id of the run; also the report's file name.",
-        },
-        "verdict": {
-            "type": "string",
-            "enum": _VERDICTS,
-            "description": "The run's verdict: the most severe phase verdict.",
-        },
-        "exit_code": {
-            "type": "integer",
-            "enum": [0, 1, 2, 3, 4],
-            "description": "Process exit code: 0 pass, 1 fail, 2 stalled, 3 refused, 4 bad input.",
-        },
-        "reason": {
-            "type": "string",
-            "description": "Why the run got its verdict, in one line.",
-        },
-        "target": _TARGET_SCHEMA,
-        "contract": {
-            "type": "string",
-            "description": "The contract the run subscribed to / traded, as given.",
-        },
-        "started_at": {
-            "type": "string",
-            "format": "date-time",
-            "description": "When the run started (ISO 8601, UTC).",
-        },
-        "finished_at": {
-            "type": _nullable("string"),
-            "format": "date-time",
-            "description": "When the run finished; null if it never concluded.",
-        },
-        "store_path": {
-            "type": _nullable("string"),
-            "description": "Path of the run store holding the full event history, if any.",
-        },
-        "phases": {
-            "type": "array",
-            "items": _PHASE_SCHEMA,
-            "description": "Phase results in execution order.",
-        },
-    },
-}
-"""JSON Schema (draft 2020-12) of the JSON report written by :func:`write_json_report`."""
+def __getattr__(name: str) -> Any:
+    # SCHEMA is built on first use: a `harness run` that only writes reports never pays
+    # for generating it.
+    if name == "SCHEMA":
+        return report_schema()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 # ------------------------------------------------------------------------------ JSON
@@ -416,6 +171,16 @@ def _failure_message(result: PhaseResult) -> str:
     return f"{msg} [{codes[0]}]" if codes else msg
 
 
+def _stack_case(check: Mapping[str, Any]) -> tuple[str, Verdict, str, str, str]:
+    latency = check.get("latency_s")
+    details = [f"verdict: {check.get('verdict')}", f"reason: {check.get('reason') or '-'}"]
+    details += [f"{k}: {check[k]}" for k in ("expected", "observed") if check.get(k)]
+    details.append(f"latency_s: {'not observed' if latency is None else latency}")
+    name = f"stack.{check.get('endpoint')}.{check.get('name')}"
+    verdict = Verdict(str(check.get("verdict")))
+    return name, verdict, "0.000", str(check.get("reason") or verdict), "\n".join(details)
+
+
 def junit_xml(report: RunReport) -> str:
     """JUnit XML for the run: one ``<testsuite name="livefire">`` (inside
     ``<testsuites>``) with one ``<testcase>`` per phase.
@@ -446,16 +211,17 @@ def junit_xml(report: RunReport) -> str:
     ):
         ET.SubElement(props, "property", name=name, value=value)
 
-    cases: list[tuple[str, Verdict, str, str, str]] = [
-        (
-            str(p.phase),
-            p.verdict,
-            _fmt_seconds(p.duration_s),
-            _failure_message(p),
-            _phase_details(p),
-        )
-        for p in report.phases
-    ]
+    cases: list[tuple[str, Verdict, str, str, str]] = []
+    for p in report.phases:
+        checks = p.evidence.get("checks") if p.phase == Phase.STACK else None
+        if checks:
+            # One case per stack check, so CI names the failed one (stack.dash-sse.quotes).
+            cases.extend(_stack_case(c) for c in checks)
+            continue
+        cases.append(
+            (str(p.phase), p.verdict, _fmt_seconds(p.duration_s), _failure_message(p),
+             _phase_details(p))
+        )  # fmt: skip
     if not cases:
         # A run with no phase must still show up in CI rather than as an empty suite.
         cases.append(("run", Verdict.SKIPPED, "0.000", "no phase ran", "no phase ran"))
@@ -706,10 +472,14 @@ def _seconds_text(value: Any) -> str:
     return "never"
 
 
-def console_summary(report: RunReport) -> Table:
-    """A rich table of the run: one row per phase (verdict, duration, reason), with the
-    target, account, time to first bid/ask and cost in the caption. The title shouts
-    SIMULATOR when the target was the simulator."""
+def console_summary(report: RunReport) -> Group:
+    """The run for a person: a title line (it shouts SIMULATOR when the target was the
+    simulator), one line per phase (verdict, duration, reason with the IB code) and the
+    target, account, time to first bid/ask, cost and the run's reason.
+
+    Plain aligned lines rather than a table: a table must wrap or crop its cells to fit a
+    terminal, and an IB message is what a reader greps for. Print it with
+    :func:`print_console_summary`, which never cuts a line (the terminal wraps it)."""
     verdict = report.verdict
     if report.target.simulated:
         title = Text.assemble(
@@ -721,31 +491,31 @@ def console_summary(report: RunReport) -> Table:
     else:
         title = Text.assemble("livefire ", (str(verdict), _STYLE[verdict]))
 
-    table = Table(title=title, title_justify="left", caption_justify="left", expand=False)
-    table.add_column("Phase", no_wrap=True)
-    table.add_column("Verdict", no_wrap=True)
-    table.add_column("Duration", justify="right", no_wrap=True)
-    table.add_column("Reason")
+    lines: list[Text] = [title]
+    width = max((len(str(p.phase)) for p in report.phases), default=0)
     for p in report.phases:
         reason = p.reason
         codes = [str(e) for e in p.errors if not p.ok and str(e) not in reason]
         if codes:
             reason = f"{reason} ({codes[0]})" if reason else codes[0]
-        table.add_row(
-            str(p.phase),
-            Text(f"{p.verdict.mark} {p.verdict}", style=_STYLE[p.verdict]),
-            _seconds_text(p.duration_s) if p.verdict != Verdict.SKIPPED else "-",
-            reason,
+        duration = _seconds_text(p.duration_s) if p.verdict != Verdict.SKIPPED else "-"
+        lines.append(
+            Text.assemble(
+                "  ",
+                (f"{p.verdict.mark} {p.verdict!s:<9}", _STYLE[p.verdict]),
+                f" {p.phase!s:<{width}} {duration:>8}",
+                f"  {reason}" if reason else "",
+            )
         )
 
-    caption = [f"Target: {report.target.label}"]
+    facts = [f"Target: {report.target.label}"]
     if not report.target.account:
         # The label names the account when known; otherwise say what the gateway offered.
-        caption.append(f"Account: {', '.join(report.target.accounts) or 'not reported'}")
-    caption.append(f"Contract: {report.contract}")
+        facts.append(f"Account: {', '.join(report.target.accounts) or 'not reported'}")
+    facts.append(f"Contract: {report.contract}")
     ticks = report.phase(Phase.TICKS)
     if ticks is not None and ticks.verdict != Verdict.SKIPPED:
-        caption.append(
+        facts.append(
             f"First bid: {_seconds_text(ticks.metrics.get('first_bid_s'))}, "
             f"first ask: {_seconds_text(ticks.metrics.get('first_ask_s'))}"
             + (
@@ -756,10 +526,13 @@ def console_summary(report: RunReport) -> Table:
         )
     cost = report.metric("total_cost")
     if cost is not None:
-        caption.append(f"Round-trip cost: {cost} {report.metric('currency') or ''}".rstrip())
-    caption.append(f"Run {report.run_id}: {report.reason}")
-    table.caption = "\n".join(caption)
-    # Widen the Reason column so the title and caption lines don't wrap into a narrow
-    # stack when every phase passed (empty reasons); 38 = the other columns and borders.
-    table.columns[-1].min_width = max(0, min(120, max(len(line) for line in caption)) - 38)
-    return table
+        facts.append(f"Round-trip cost: {cost} {report.metric('currency') or ''}".rstrip())
+    facts.append(f"Run {report.run_id}: {report.reason}")
+    lines.extend(Text(line) for line in facts)
+    return Group(*lines)
+
+
+def print_console_summary(report: RunReport, console: Console) -> None:
+    """Print :func:`console_summary` whole: no line is wrapped or cropped by rich, so a
+    narrow terminal wraps it and a pipe or a log file gets each line intact."""
+    console.print(console_summary(report), soft_wrap=True, highlight=False)

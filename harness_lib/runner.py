@@ -169,7 +169,7 @@ async def _run(cfg: HarnessConfig, ctx: RunContext, store: Store, emit: Progress
     aborted: BaseException | None = None
     try:
         for phase in cfg.phases:
-            if phase == Phase.CLEANUP:
+            if phase in (Phase.CLEANUP, Phase.STACK):
                 continue
             emit("phase_start", {"phase": str(phase)})
             try:
@@ -185,6 +185,14 @@ async def _run(cfg: HarnessConfig, ctx: RunContext, store: Store, emit: Progress
             emit("phase_end", {"phase": str(phase), "result": result})
             if not result.ok and phase == Phase.HEALTH:
                 break
+            if phase == Phase.TICKS and cfg.stack:
+                _start_stack(ctx)
+        if cfg.stack:
+            emit("phase_start", {"phase": str(Phase.STACK)})
+            ctx.rec.phase_started(str(Phase.STACK))
+            result = await _stack_phase(ctx)
+            rep.phases.append(result)
+            emit("phase_end", {"phase": str(Phase.STACK), "result": result})
     except (asyncio.CancelledError, KeyboardInterrupt) as exc:
         aborted = exc
         running = next((p for p in cfg.phases if p not in {r.phase for r in rep.phases}),
@@ -194,6 +202,8 @@ async def _run(cfg: HarnessConfig, ctx: RunContext, store: Store, emit: Progress
         ctx.rec.phase(result)
         rep.phases.append(result)
     finally:
+        if ctx.stack is not None:
+            await ctx.stack.stop()  # idempotent; the watchers never outlive the run
         emit("phase_start", {"phase": "cleanup"})
         # Shielded: a second Ctrl-C must not stop us from cancelling and flattening.
         cleanup_task = asyncio.ensure_future(_safe_cleanup(ctx))
@@ -212,6 +222,37 @@ async def _run(cfg: HarnessConfig, ctx: RunContext, store: Store, emit: Progress
         if task is not None:
             task.uncancel()
     return rep
+
+
+def _start_stack(ctx: RunContext) -> None:
+    """Start watching the declared stack once the contract is qualified (the expressions
+    name its symbol and conId). Imported here so a run without a stack never loads it."""
+    if ctx.contract is None:
+        return
+    from harness_lib.stack.monitor import StackMonitor
+
+    ctx.stack = StackMonitor(ctx, ctx.cfg.stack)
+    ctx.stack.start()
+
+
+async def _stack_phase(ctx: RunContext) -> PhaseResult:
+    """The stack phase: judge what the user's stack showed (SKIPPED if it never started)."""
+    if ctx.stack is None:
+        why = "no qualified contract to look for (health or ticks did not get that far)"
+        result = PhaseResult(phase=Phase.STACK, verdict=Verdict.SKIPPED, reason=why)
+        ctx.rec.phase(result)
+        return result
+    try:
+        return await ctx.stack.finish(trade_checks=Phase.ROUND_TRIP in ctx.cfg.phases)
+    except Exception as exc:  # a bug here must not skip cleanup or hide the verdict
+        log.exception("stack checks raised")
+        from harness_lib.stack.spec import scrub
+
+        secrets = [v for ep in ctx.cfg.stack for v in ep.secrets]
+        why = f"stack checks raised {exc.__class__.__name__}: {scrub(str(exc), secrets)}"
+        result = PhaseResult(phase=Phase.STACK, verdict=Verdict.FAIL, reason=why)
+        ctx.rec.phase(result)
+        return result
 
 
 async def _safe_cleanup(ctx: RunContext) -> PhaseResult:

@@ -263,9 +263,45 @@ _V1 = sql_migration(
     "CREATE INDEX notifications_run ON notifications(run_id, t_wall)",
 )
 
+_V2 = sql_migration(
+    # What the user's own stack showed (harness_lib.stack), one row per message/DOM change.
+    """CREATE TABLE stack_observations (
+        id INTEGER PRIMARY KEY,
+        run_id TEXT NOT NULL,
+        endpoint TEXT NOT NULL,
+        t_mono REAL,
+        t_wall REAL NOT NULL,
+        bid REAL,
+        ask REAL,
+        last REAL,
+        mode TEXT,
+        has_quote INTEGER NOT NULL DEFAULT 0,
+        position REAL,
+        has_position INTEGER NOT NULL DEFAULT 0,
+        trade_ids TEXT,
+        error TEXT,
+        raw TEXT NOT NULL DEFAULT ''
+    )""",
+    "CREATE INDEX stack_observations_run ON stack_observations(run_id, t_wall)",
+    # The judged stack checks, with the broker->stack latency each measured.
+    """CREATE TABLE stack_checks (
+        run_id TEXT NOT NULL,
+        endpoint TEXT NOT NULL,
+        name TEXT NOT NULL,
+        verdict TEXT NOT NULL,
+        reason TEXT NOT NULL DEFAULT '',
+        latency_s REAL,
+        at_wall REAL,
+        expected TEXT NOT NULL DEFAULT '',
+        observed TEXT NOT NULL DEFAULT '',
+        PRIMARY KEY (run_id, endpoint, name)
+    )""",
+)
+
 MIGRATIONS: tuple[Migration, ...] = (
     _V1,  # 0 -> 1: initial schema
-    # 1 -> 2: append e.g. sql_migration("ALTER TABLE runs ADD COLUMN ...") here.
+    _V2,  # 1 -> 2: stack observations and checks
+    # 2 -> 3: append e.g. sql_migration("ALTER TABLE runs ADD COLUMN ...") here.
 )
 """``MIGRATIONS[i]`` upgrades a store from schema version ``i`` to ``i + 1``."""
 
@@ -1230,6 +1266,67 @@ class Store:
             (_REF_LO, _REF_HI),
         )
         return [(str(e), int(c), str(s), float(q)) for e, c, s, q in rows]
+
+    def add_stack_observation(self, run_id: str, obs: dict[str, Any]) -> None:
+        """Record what a stack endpoint showed (``Observation.to_dict()``; secret-free)."""
+        with self._write("add stack observation") as conn:
+            conn.execute(
+                """INSERT INTO stack_observations (run_id, endpoint, t_mono, t_wall, bid, ask,
+                    last, mode, has_quote, position, has_position, trade_ids, error, raw)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+                (
+                    run_id, obs["endpoint"], obs["t_mono"], obs["t_wall"], finite(obs["bid"]),
+                    finite(obs["ask"]), finite(obs["last"]), obs["mode"], int(obs["has_quote"]),
+                    finite(obs["position"]), int(obs["has_position"]),
+                    None if obs["trade_ids"] is None else _json(obs["trade_ids"]),
+                    obs["error"], obs["raw"],
+                ),
+            )  # fmt: skip
+
+    def add_stack_check(self, run_id: str, check: dict[str, Any]) -> None:
+        """Record one judged stack check (``CheckResult.to_dict()``)."""
+        with self._write("add stack check") as conn:
+            conn.execute(
+                """INSERT OR REPLACE INTO stack_checks (run_id, endpoint, name, verdict, reason,
+                    latency_s, at_wall, expected, observed)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+                (
+                    run_id, check["endpoint"], check["name"], check["verdict"], check["reason"],
+                    finite(check["latency_s"]), check["at_wall"], check["expected"],
+                    check["observed"],
+                ),
+            )  # fmt: skip
+
+    def stack_observations(self, run_id: str) -> pd.DataFrame:
+        """What the stack's endpoints showed during a run, in arrival order."""
+        cols = ["run_id", "endpoint", "t_wall", "t_mono", "bid", "ask", "last", "mode",
+                "has_quote", "position", "has_position", "trade_ids", "error", "raw"]  # fmt: skip
+        df = self._frame(
+            f"SELECT {', '.join(cols)} FROM stack_observations WHERE run_id = ? "
+            "ORDER BY t_wall, id",
+            (run_id,),
+        )
+        if df.empty:
+            df = pd.DataFrame(columns=cols)
+        df["t_wall"] = _utc(df["t_wall"])
+        for col in ("has_quote", "has_position"):
+            df[col] = df[col].astype(bool)
+        df["trade_ids"] = df["trade_ids"].map(lambda x: _unjson(x) if isinstance(x, str) else None)
+        return df
+
+    def stack_checks(self, run_id: str | None = None) -> pd.DataFrame:
+        """Judged stack checks (one run, or every run for post-mortems), with latency."""
+        cols = ["run_id", "endpoint", "name", "verdict", "reason", "latency_s", "at_wall",
+                "expected", "observed"]  # fmt: skip
+        where, params = ("WHERE run_id = ?", (run_id,)) if run_id else ("", ())
+        df = self._frame(
+            f"SELECT {', '.join(cols)} FROM stack_checks {where} ORDER BY run_id, at_wall",
+            params,
+        )
+        if df.empty:
+            df = pd.DataFrame(columns=cols)
+        df["at_wall"] = _utc(df["at_wall"])
+        return df
 
     def notifications(self, run_id: str) -> pd.DataFrame:
         """Notification attempts of a run (channel already redacted), oldest first."""

@@ -10,7 +10,7 @@ with app.setup:
     import marimo as mo
 
     from harness_lib import charts
-    from harness_lib.config import HarnessConfig
+    from harness_lib.config import ConfigError
     from harness_lib.live.feed import get_feed
     from harness_lib.live.views import (
         callout_kind,
@@ -18,8 +18,10 @@ with app.setup:
         health_markdown,
         messages_html,
         quote_html,
+        stack_html,
     )
-    from harness_lib.notebook import connection_form, notebook_args
+    from harness_lib.models import Verdict
+    from harness_lib.notebook import connection_form, live_config, notebook_args
 
 
 @app.cell
@@ -35,6 +37,10 @@ def _():
 
     The connection lives in a background feed shared by the whole process, so re-running
     cells never leaks connections and a slow cell never stops the ticks.
+
+    With a stack declared (`[[stack]]` in harness.toml, `HARNESS_STACK`, or `--stack-file`),
+    the feed also watches your own dashboard or engine, with the same watchers and checks
+    as `harness run`, and shows its quote and data-mode flag beside the broker's.
 
     As a script: `uv run python notebooks/live_ticks.py -- --sim --seconds 10` prints the
     findings and exits 0 pass, 1 fail, 2 stalled, 3 refused, 4 bad input.
@@ -64,23 +70,34 @@ def _(form, reconnect):
 
 
 @app.cell
-def _(args, form, reconnect):
+def _(args):
+    # Settings as `harness run` loads them (harness.toml < HARNESS_* < flags), stack included.
+    cfg, cfg_error = None, ""
+    try:
+        cfg = live_config(args)
+    except ConfigError as _exc:
+        cfg_error = str(_exc)
+    return cfg, cfg_error
+
+
+@app.cell
+def _(cfg, form, reconnect):
     # The feed keeps one connection for the whole process: connect() closes the previous
     # one, and returns the live session unchanged when nothing changed (re-runs, viewers).
     feed = get_feed()
     _f = form.value
-    _cfg = HarnessConfig(tick_deadline=args.deadline)
     _simulated = _f["source"] == "simulator"
-    if _simulated:
-        feed.start_sim(_f["scenario"])
-    _ready = feed.connect(
-        None if _simulated else _f["host"],
-        None if _simulated else int(_f["port"]),
-        int(_f["client_id"]),
-        _f["contract"],
-        cfg=_cfg,
-        reuse=not reconnect.value,
-    )
+    if cfg is not None:
+        if _simulated:
+            feed.start_sim(_f["scenario"])
+        _ready = feed.connect(
+            None if _simulated else _f["host"],
+            None if _simulated else int(_f["port"]),
+            int(_f["client_id"]),
+            _f["contract"],
+            cfg=cfg,
+            reuse=not reconnect.value,
+        )
     return (feed,)
 
 
@@ -108,21 +125,42 @@ def _(feed, refresh, watched):
 
 
 @app.cell
-def _(snap):
-    mo.callout(
-        mo.md(
-            f"**{snap.verdict}** — {snap.reason}  \n"
-            f"{snap.target or 'not connected'} · {snap.contract or ''} · "
-            f"{snap.tick_count} ticks · state {snap.state}"
-        ),
-        kind=callout_kind(snap.verdict),
-    )
+def _(cfg_error, snap):
+    if cfg_error:
+        _out = mo.callout(mo.md(f"**{Verdict.BAD_INPUT}** — {cfg_error}"), kind="danger")
+    else:
+        _out = mo.callout(
+            mo.md(
+                f"**{snap.verdict}** — {snap.reason}  \n"
+                f"{snap.target or 'not connected'} · {snap.contract or ''} · "
+                f"{snap.tick_count} ticks · state {snap.state}"
+            ),
+            kind=callout_kind(snap.verdict),
+        )
+    _out
     return
 
 
 @app.cell
 def _(snap):
     mo.vstack([mo.md("### Ticker fields"), mo.Html(quote_html(snap))])
+    return
+
+
+@app.cell
+def _(snap):
+    # Only with a stack declared: the broker's quote and each endpoint's, side by side.
+    mo.stop(not snap.stack)
+    mo.vstack(
+        [
+            mo.md("### Broker and stack quotes"),
+            mo.Html(stack_html(snap)),
+            mo.md(
+                "*matches broker* is the quotes check's rule: real numbers, a live data "
+                "mode, and within tolerance of a broker quote the harness itself received."
+            ),
+        ]
+    )
     return
 
 
@@ -156,10 +194,13 @@ def _(snap):
 
 
 @app.cell
-def _(snap):
-    exit_code = snap.exit_code
+def _(cfg_error, snap):
+    exit_code = Verdict.BAD_INPUT.exit_code if cfg_error else snap.exit_code
     if mo.app_meta().mode == "script":
-        print(format_findings(snap))
+        if cfg_error:
+            print(f"bad input: {cfg_error}", file=sys.stderr)
+        else:
+            print(format_findings(snap))
     return (exit_code,)
 
 

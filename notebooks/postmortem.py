@@ -15,12 +15,14 @@ with app.setup:
     from harness_lib.postmortem import (
         MAX_TICK_RUNS,
         cost_totals,
+        failed_stack_checks,
         filter_runs,
         load_runs,
         open_store,
         run_exit_code,
         run_findings,
         run_ticks,
+        stack_check_table,
         subscribed_at,
     )
     from harness_lib.wire.replay import replay_for_notebook
@@ -32,8 +34,8 @@ def _():
     # Post-mortem
 
     The run history from the store: verdicts over time, how long the first bid and ask
-    took, how ticks were spaced, and what test trades cost, then one run in detail
-    (checkpoints, IB errors, ticks). Read-only: it is safe to open while runs record.
+    took, how ticks were spaced, what test trades cost and how fast your own stack showed
+    what the broker did, then one run in detail (checkpoints, stack checks, IB errors, ticks). Read-only: it is safe to open while runs record.
 
     As a script: `uv run python notebooks/postmortem.py -- --run ID [--store PATH]`
     prints that run's findings and exits with its code (0 pass, 1 fail, 2 stalled,
@@ -153,6 +155,29 @@ def _(filtered, store):
 
 
 @app.cell
+def _(filtered, store):
+    stack_checks = store.stack_checks() if store is not None else pd.DataFrame()
+    if len(stack_checks):
+        stack_checks = stack_checks[stack_checks["run_id"].isin(filtered["run_id"])]
+    failed_stack = failed_stack_checks(stack_checks)
+    mo.vstack(
+        [
+            mo.md(
+                "### Your stack\n\nHow long after the harness saw it at the gateway your "
+                "dashboard or engine showed it (runs with `[[stack]]` endpoints declared), "
+                "and every stack check that did not pass."
+            ),
+            charts.stack_latency_chart(stack_checks),
+            mo.md(f"**Failed stack checks: {len(failed_stack)}**"),
+            mo.ui.table(failed_stack, selection=None, pagination=True)
+            if len(failed_stack)
+            else mo.md("_none_"),
+        ]
+    )
+    return failed_stack, stack_checks
+
+
+@app.cell
 def _(args, filtered, runs):
     _ids = list(dict.fromkeys(([args.run] if args.run else []) + list(filtered["run_id"])))
     _default = args.run or (runs["run_id"].iloc[0] if len(runs) else None)
@@ -214,6 +239,21 @@ def _(run, run_id, store):
         ]
     )
     return (checkpoints,)
+
+
+@app.cell
+def _(run, run_id, store):
+    mo.stop(run is None)
+    run_stack_checks = stack_check_table(store.stack_checks(run_id))
+    mo.vstack(
+        [
+            mo.md("### Stack checks"),
+            mo.ui.table(run_stack_checks, selection=None, pagination=False)
+            if len(run_stack_checks)
+            else mo.md("_no stack was declared for this run_"),
+        ]
+    )
+    return (run_stack_checks,)
 
 
 @app.cell

@@ -20,6 +20,7 @@ with app.setup:
         open_store,
         order_lifecycle,
         run_findings,
+        stack_check_table,
     )
     from harness_lib.runner import run_harness
 
@@ -33,7 +34,9 @@ def _():
 
     Buys one contract and sells it back on a **paper** account, then shows the order
     lifecycle, the fills and what the test trade cost (commission and slippage against
-    the mid). It runs the harness itself (`health → ticks → round trip → cleanup`), so
+    the mid). With a stack declared (`[[stack]]` in harness.toml, `HARNESS_STACK` or
+    `--stack-file`), it also shows when your own stack showed the quote, the position and
+    the trade ids, on the same timeline, and each stack check's verdict. It runs the harness itself (`health → ticks → round trip → cleanup`), so
     the paper guard, the quantity limit and cleanup are the same as in `harness run --trade`,
     and the run is recorded in the store for the post-mortem notebook.
 
@@ -200,6 +203,24 @@ def _(report, store):
         ]
     )
     return (lifecycle,)
+
+
+@app.cell
+def _(report, store):
+    mo.stop(store is None)
+    stack_checks = stack_check_table(store.stack_checks(report.run_id))
+    mo.vstack(
+        [
+            mo.md("### Stack checks"),
+            mo.ui.table(stack_checks, selection=None, pagination=False)
+            if len(stack_checks)
+            else mo.md(
+                "_No stack declared: add `[[stack]]` endpoints to harness.toml, "
+                "`HARNESS_STACK` or `--stack-file` to check your own dashboard too._"
+            ),
+        ]
+    )
+    return (stack_checks,)
 
 
 @app.cell

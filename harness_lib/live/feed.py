@@ -21,6 +21,12 @@ checkpoints and IB messages, so a notebook shows exactly what ``harness run`` ju
     feed.connect(contract="AAPL")              # health + ticks, then keeps streaming
     snap = feed.snapshot()                     # a Snapshot: verdict, quote, ticks ...
     report = feed.run(lambda: run_harness(cfg, gateway=feed.sim)).result()
+
+With a stack declared (``cfg.stack``), the session also runs the harness's own
+:class:`~harness_lib.stack.monitor.StackMonitor` once the contract is qualified, exactly
+as ``harness run`` does: the same watchers, observations through the same Recorder, and
+the same ``stream`` and ``quotes`` checks, judged on the feed loop. Each snapshot then
+carries every endpoint's latest quote beside the broker's (:attr:`Snapshot.stack`).
 """
 
 from __future__ import annotations
@@ -37,7 +43,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ib_async import Ticker
 
@@ -50,16 +56,22 @@ from harness_lib.live.snapshot import (
     HealthPanel,
     SessionPhases,
     Snapshot,
+    StackQuote,
     checkpoints_frame,
     live_verdict,
     messages_frame,
     ticks_frame,
+    with_stack,
 )
-from harness_lib.models import IBMessage, RunReport
+from harness_lib.models import IBMessage, RunReport, Verdict, worst
 from harness_lib.phases import RunContext, health, ticks
 from harness_lib.quotes import QUOTE_FIELDS, market_data_name, note_first_real
 from harness_lib.safety import is_paper_account, mask_account
 from harness_lib.sim import PaperGateway, Scenario, parse_scenario
+
+if TYPE_CHECKING:
+    from harness_lib.stack.checks import CheckResult
+    from harness_lib.stack.monitor import StackMonitor
 
 __all__ = ["LiveFeed", "get_feed"]
 
@@ -74,6 +86,11 @@ LOG_SIZE = 500
 """IB messages and feed events kept for the log (oldest dropped first)."""
 
 _STOP_TIMEOUT = 10.0
+
+STACK_JUDGE_S = 0.25
+"""How often the feed loop judges the stack's checks (a snapshot only reads the results)."""
+STACK_KEEP = 200
+"""Observations per endpoint kept once its quotes check is decided (a session runs for hours)."""
 
 
 # ---------------------------------------------------------------------------- sessions
@@ -104,6 +121,10 @@ class _Session:
     first_wall: dict[str, datetime] = dataclasses.field(default_factory=dict)
     last_tick_mono: float | None = None
     subscribed_mono: float | None = None
+    stack: StackMonitor | None = None
+    """The stack monitor, when a stack is declared and the contract was qualified."""
+    stack_checks: dict[str, dict[str, CheckResult | None]] = dataclasses.field(default_factory=dict)
+    """endpoint -> {"stream": ..., "quotes": ...} as last judged on the feed loop."""
 
     @property
     def label(self) -> str:
@@ -352,8 +373,12 @@ class LiveFeed:
                 if s.state == "subscribing":
                     s.state = "streaming"
                 self._note(f"ticks {t.verdict}: {t.reason}")
+                if ctx.cfg.stack and ctx.contract is not None:
+                    self._start_stack(s)
             _resolve(s.ready, s.phases)
             # Keep the subscription open: the recorder and the handlers keep collecting.
+            if s.stack is not None:
+                await self._judge_stack_forever(s)
             await asyncio.Event().wait()
         except asyncio.CancelledError:
             _resolve(s.ready, s.phases)
@@ -365,9 +390,102 @@ class LiveFeed:
         finally:
             if s.state not in ("disconnected", "failed"):
                 s.state = "closed"
+            if s.stack is not None:
+                await s.stack.stop()  # the watchers never outlive their session
             await ctx.rec.close()
             ctx.rec.detach(ctx.conn)
             ctx.conn.disconnect()
+
+    # --- the user's stack ---------------------------------------------------------------------
+    def _start_stack(self, s: _Session) -> None:
+        """Watch the declared stack, as the runner does once the contract is qualified.
+        Imported here so a notebook without a stack never loads httpx, websockets..."""
+        from harness_lib.stack.monitor import StackMonitor
+
+        monitor = StackMonitor(s.ctx, s.ctx.cfg.stack)
+        monitor.start()
+        with self._lock:
+            s.stack = monitor
+            # Only the checks a live view can decide: trade checks need a round trip.
+            s.stack_checks = {
+                ep.name: {"stream": None, **({"quotes": None} if ep.quote else {})}
+                for ep in monitor.endpoints
+            }
+        self._note(
+            "stack: watching " + ", ".join(f"{e.name} ({e.kind})" for e in monitor.endpoints)
+        )
+
+    async def _judge_stack_forever(self, s: _Session) -> None:
+        """Judge the stack's stream and quotes checks every :data:`STACK_JUDGE_S` on the feed
+        loop (where the watchers append), so a snapshot from any thread only reads results."""
+        while True:
+            self._judge_stack(s, time.time())
+            await asyncio.sleep(STACK_JUDGE_S)
+
+    def _judge_stack(self, s: _Session, now: float) -> None:
+        monitor = s.stack
+        assert monitor is not None
+        for ep in monitor.endpoints:
+            with self._lock:
+                judged = dict(s.stack_checks[ep.name])
+            w = monitor.watchers.get(ep.name)
+            # Before the first connection or failure there is nothing to judge yet.
+            if w is not None and (w.connected_at is not None or w.last_error is not None):
+                judged["stream"] = monitor.stream_check(ep)
+            if "quotes" in judged and judged["quotes"] is None:
+                judged["quotes"] = monitor.quotes_check(ep, now)
+            if judged.get("quotes") is not None or "quotes" not in judged:
+                monitor.forget(ep.name, STACK_KEEP)
+            with self._lock:
+                s.stack_checks[ep.name] = judged
+
+    def _stack_quotes(
+        self, s: _Session, observations: list[Any], now: float
+    ) -> tuple[StackQuote, ...]:
+        """Each endpoint's latest quote, judged by the quotes check's own rule, and its checks."""
+        from harness_lib.stack.checks import judge_quote
+
+        monitor = s.stack
+        if monitor is None:
+            return ()
+        with self._lock:
+            checks = {k: dict(v) for k, v in s.stack_checks.items()}
+        ticks = monitor.broker_ticks()
+        out = []
+        for ep in monitor.endpoints:
+            mine = [o for o in observations if o.endpoint == ep.name]
+            quoted = next((o for o in reversed(mine) if o.quote is not None), None)
+            w = monitor.watchers.get(ep.name)
+            error = w.last_error if w is not None and w.connected_at is None else None
+            if mine and mine[-1].error:
+                error = mine[-1].error
+            fields: dict[str, Any] = {}
+            if quoted is not None and quoted.quote is not None and ep.quote is not None:
+                q = quoted.quote
+                why, broker_at = judge_quote(ep, q, quoted.t_wall, ticks)
+                fields = {
+                    "bid": q.bid, "ask": q.ask, "last": q.last, "mode": q.mode,
+                    "mode_live": None if q.mode is None else q.mode in ep.quote.live,
+                    "shown": q.describe(),
+                    "at": datetime.fromtimestamp(quoted.t_wall, UTC),
+                    "age_s": now - quoted.t_wall,
+                    "matches": why is None, "why": why or "",
+                    "latency_s": None if broker_at is None else quoted.t_wall - broker_at,
+                }  # fmt: skip
+            verdict, reason = _endpoint_verdict(checks.get(ep.name, {}))
+            out.append(
+                StackQuote(
+                    endpoint=ep.name,
+                    kind=ep.kind,
+                    connected=bool(w and w.connected_at),
+                    error=error,
+                    messages=w.messages if w is not None else 0,
+                    verdict=verdict,
+                    reason=reason,
+                    **fields,
+                )
+            )
+        return tuple(out)
 
     async def _close(self, s: _Session) -> None:
         task = s.task
@@ -461,6 +579,7 @@ class LiveFeed:
             # IB announces the data type before the first tick (never_ticks shows it too).
             mdt = s.ctx.ticker.marketDataType
         rec = s.ctx.rec.snapshot(last_ticks=recent_ticks)
+        stack = self._stack_quotes(s, rec["stack"], time.time())
         if t0 is None:
             t0 = _checkpoint_mono(s, "subscribed")
         market_data = market_data_name(mdt)
@@ -480,6 +599,7 @@ class LiveFeed:
             quote=quote,
             market_data=market_data,
         )
+        verdict, reason = with_stack(verdict, reason, stack, s.ctx.cfg.contract)
         return Snapshot(
             verdict=verdict,
             reason=reason,
@@ -501,6 +621,7 @@ class LiveFeed:
             health=_health_panel(s),
             phases=phases,
             stale_after=s.ctx.cfg.stale_after,
+            stack=stack,
         )
 
     def wait_for(
@@ -595,6 +716,21 @@ def _checkpoint_mono(s: _Session, name: str) -> float | None:
             if cp.name == name:
                 return cp.t_mono
     return None
+
+
+def _endpoint_verdict(checks: dict[str, CheckResult | None]) -> tuple[Verdict | None, str]:
+    """An endpoint's live verdict from its judged checks: the worst decided one that did
+    not pass, else None while any is undecided, else PASS (with the quotes check's words)."""
+    decided = [r for r in checks.values() if r is not None]
+    bad = [r for r in decided if r.verdict not in (Verdict.PASS, Verdict.SKIPPED)]
+    if bad:
+        v = worst([r.verdict for r in bad])
+        return v, next(r.reason for r in bad if r.verdict == v)
+    pending = [k for k, r in checks.items() if r is None]
+    if pending or not decided:
+        return None, f"waiting for {' and '.join(pending) or 'the stack'}"
+    main = checks.get("quotes") or decided[0]
+    return Verdict.PASS, main.reason
 
 
 def _health_panel(s: _Session) -> HealthPanel:

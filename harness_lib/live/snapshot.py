@@ -10,6 +10,12 @@ How a snapshot is judged (see :func:`live_verdict`):
 * while the ticks phase still runs: STALLED, "waiting" (only the phase may say PASS);
 * after the ticks phase passed: the ticks phase's own staleness rule
   (:func:`harness_lib.phases.ticks.stale_reason`) on every snapshot, else PASS.
+
+With a stack declared, :func:`with_stack` then applies the stack phase's own checks
+(``stream`` and ``quotes`` from :mod:`harness_lib.stack.checks`, judged by the same
+:class:`~harness_lib.stack.monitor.StackMonitor` as ``harness run``): a broker that passes
+still gives FAIL or STALLED when an endpoint does, and PASS only once every endpoint's
+checks are decided and passed.
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ from typing import Any, NamedTuple
 
 import pandas as pd
 
-from harness_lib.models import PhaseResult, RunReport, Verdict
+from harness_lib.models import PhaseResult, RunReport, Verdict, worst
 from harness_lib.phases.ticks import stale_reason
 from harness_lib.quotes import QUOTE_FIELDS as FIELDS
 
@@ -34,10 +40,12 @@ __all__ = [
     "HealthPanel",
     "SessionPhases",
     "Snapshot",
+    "StackQuote",
     "checkpoints_frame",
     "live_verdict",
     "messages_frame",
     "ticks_frame",
+    "with_stack",
 ]
 
 TICK_COLUMNS: tuple[str, ...] = (
@@ -91,6 +99,69 @@ class SessionPhases:
     ticks: PhaseResult | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class StackQuote:
+    """One endpoint of the user's stack as the live view shows it beside the broker's quote.
+
+    The numbers are what the endpoint's latest quote showed, None where it showed no real
+    number (null, NaN, a placeholder) or nothing yet. ``matches`` is the quotes check's own
+    judgement (:func:`harness_lib.stack.checks.judge_quote`) of that latest quote: real,
+    live and within tolerance of a recent broker quote.
+    """
+
+    endpoint: str
+    kind: str
+    bid: float | None = None
+    ask: float | None = None
+    last: float | None = None
+    mode: str | None = None
+    """The data-mode flag as shown (None: not declared or not shown)."""
+    mode_live: bool | None = None
+    """Whether ``mode`` is one of the declared live values (None: no mode declared/shown)."""
+    shown: str = ""
+    """The latest quote as shown, e.g. ``bid null, ask 'NaN', mode 'live'`` ("": none yet)."""
+    at: datetime | None = None
+    """When (UTC) the latest quote arrived."""
+    age_s: float | None = None
+    matches: bool | None = None
+    """The latest quote is real, live and matches the broker (None: no quote shown yet)."""
+    why: str = ""
+    """Why the latest quote does not match ("" when it does or none was shown)."""
+    latency_s: float | None = None
+    """Latest quote's moment minus the broker quote it matched."""
+    connected: bool = False
+    error: str | None = None
+    """The watcher's last connection failure, or the latest message's parse error."""
+    messages: int = 0
+    verdict: Verdict | None = None
+    """The endpoint's stack checks so far (stream, quotes): None while undecided."""
+    reason: str = "waiting for the stack"
+
+
+def with_stack(
+    verdict: Verdict, reason: str, stack: Sequence[StackQuote], symbol: str | None
+) -> tuple[Verdict, str]:
+    """The live verdict once the stack is judged too (see the module docstring).
+
+    A broker verdict that is not PASS stands (the broker path comes first). Otherwise the
+    worst decided endpoint verdict wins, an undecided endpoint keeps it STALLED, and PASS
+    says both the broker's and the stack's part.
+    """
+    if not stack or verdict != Verdict.PASS:
+        return verdict, reason
+    decided = [s for s in stack if s.verdict is not None]
+    bad = worst([s.verdict for s in decided if s.verdict is not None]) if decided else None
+    if bad is not None and bad not in (Verdict.PASS, Verdict.SKIPPED):
+        first = next(s for s in decided if s.verdict == bad)
+        return bad, f"stack: {first.reason}"
+    waiting = [s for s in stack if s.verdict is None]
+    if waiting:
+        names = ", ".join(s.endpoint for s in waiting)
+        return Verdict.STALLED, f"waiting for {names} to show {symbol or 'the'} bid/ask"
+    lat = [f"{s.endpoint} {s.latency_s * 1000:.0f} ms" for s in stack if s.latency_s is not None]
+    return verdict, f"{reason}; stack shows it" + (f" ({', '.join(lat)})" if lat else "")
+
+
 def _empty_quote() -> dict[str, float]:
     return dict.fromkeys(FIELDS, math.nan)
 
@@ -138,6 +209,8 @@ class Snapshot:
     health: HealthPanel = field(default_factory=HealthPanel)
     phases: SessionPhases = field(default_factory=SessionPhases)
     stale_after: float | None = None
+    stack: tuple[StackQuote, ...] = ()
+    """Each declared stack endpoint's latest quote and checks (empty: no stack declared)."""
     taken_at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
     @property

@@ -1,6 +1,7 @@
 """What the live notebook draws from a :class:`~harness_lib.live.snapshot.Snapshot`: the
-quote table (as a frame, and as HTML via pandas' Styler), the message log, the health panel,
-plain-text findings for script mode, and the callout kind of a verdict.
+quote table (as a frame, and as HTML via pandas' Styler), the broker's quote beside each
+stack endpoint's, the message log, the health panel, plain-text findings for script mode,
+and the callout kind of a verdict.
 
 Nothing here talks to IB or holds state; every function takes a snapshot and returns a
 value a cell can show, so each view is tested without a notebook.
@@ -28,6 +29,8 @@ __all__ = [
     "messages_table",
     "quote_html",
     "quote_table",
+    "stack_html",
+    "stack_table",
 ]
 
 _LEFT_ALIGNED = [
@@ -58,6 +61,74 @@ def quote_table(snap: Snapshot) -> pd.DataFrame:
             }
         )
     return pd.DataFrame(rows)
+
+
+STACK_COLUMNS: tuple[str, ...] = (
+    "source", "bid", "ask", "last", "data mode", "live", "age (ms)", "matches broker", "check",
+)  # fmt: skip
+"""Columns of :func:`stack_table`."""
+
+
+def _yes_no(value: bool | None) -> str:
+    return _NONE if value is None else "yes" if value else "no"
+
+
+def _age_ms(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds * 1000, 1)
+
+
+def stack_table(snap: Snapshot) -> pd.DataFrame:
+    """The broker's quote and each stack endpoint's latest quote side by side, one row per
+    source (the broker first): bid, ask, last (NaN where no real number was shown), the
+    data-mode flag and whether it means live, the quote's age, whether it matches the
+    broker (the quotes check's rule), and the endpoint's checks so far. Empty (with the
+    columns) when no stack is declared."""
+    if not snap.stack:
+        return pd.DataFrame(columns=list(STACK_COLUMNS))
+    ticks = snap.phases.ticks
+    rows: list[dict[str, Any]] = [
+        {
+            "source": "broker",
+            **{f: snap.quote.get(f, math.nan) for f in ("bid", "ask", "last")},
+            "data mode": snap.market_data or _NONE,
+            "live": _yes_no(None if snap.market_data is None else snap.market_data == "live"),
+            "age (ms)": _age_ms(snap.last_tick_age_s),
+            "matches broker": _NONE,
+            "check": f"ticks {ticks.verdict}: {ticks.reason}" if ticks else "ticks: waiting",
+        }
+    ]
+    for q in snap.stack:
+        matches = _yes_no(q.matches) + (f" ({q.why})" if q.why else "")
+        check = f"{q.verdict}: {q.reason}" if q.verdict is not None else q.reason
+        rows.append(
+            {
+                "source": q.endpoint,
+                **{f: math.nan if v is None else v for f, v in
+                   (("bid", q.bid), ("ask", q.ask), ("last", q.last))},
+                "data mode": _NONE if q.mode is None else q.mode,
+                "live": _yes_no(q.mode_live),
+                "age (ms)": _age_ms(q.age_s),
+                "matches broker": matches if q.shown else f"{_NONE} ({q.error or 'nothing yet'})",
+                "check": check,
+            }
+        )  # fmt: skip
+    return pd.DataFrame(rows, columns=list(STACK_COLUMNS))
+
+
+def stack_html(snap: Snapshot) -> str:
+    """:func:`stack_table` as an HTML table (``table.livefire-stack``); a number the stack
+    did not show as a real number reads "—". The first cell of each row names its source."""
+    caption = " · ".join(
+        f"{q.endpoint} ({q.kind}) {'connected' if q.connected else 'not connected'}, "
+        f"{q.messages} message(s)"
+        for q in snap.stack
+    )
+    return _html_table(
+        stack_table(snap),
+        "livefire-stack",
+        {"bid": _price, "ask": _price, "last": _price, "age (ms)": _ms},
+        caption,
+    )
 
 
 def messages_table(snap: Snapshot, limit: int = 50) -> pd.DataFrame:
@@ -100,6 +171,10 @@ def _text(value: Any) -> str:
 
 def _number(value: Any) -> str:
     return "nan" if value is None or not math.isfinite(value) else f"{value:g}"
+
+
+def _price(value: Any) -> str:
+    return _NONE if value is None or pd.isna(value) else f"{value:g}"
 
 
 def _ms(value: Any) -> str:
@@ -163,6 +238,11 @@ def format_findings(snap: Snapshot) -> str:
         secs = snap.first_seconds.get(f)
         first = "never" if secs is None else f"{secs * 1000:.0f} ms"
         lines.append(f"  {f:<8} {snap.quote.get(f, math.nan)!s:<12} first real after {first}")
+    for q in snap.stack:
+        lines.append(
+            f"stack:    {q.endpoint} ({q.kind}) {q.verdict or 'undecided'} — {q.reason}; "
+            f"latest quote: {q.shown or 'none'}"
+        )
     errors = snap.messages[snap.messages["kind"].isin(["error", "warning"])]
     for row in errors.tail(10).itertuples():
         code = "" if pd.isna(row.code) else f"IB {row.code}: "

@@ -9,7 +9,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ib_async import Contract, Ticker, Trade
 
@@ -18,6 +18,9 @@ from harness_lib.connection import Connection
 from harness_lib.models import Checkpoint, Phase, PhaseResult, Target, Verdict, utcnow
 from harness_lib.recorder import Recorder
 from harness_lib.store import Store
+
+if TYPE_CHECKING:
+    from harness_lib.stack.monitor import StackMonitor
 
 
 def new_run_id() -> str:
@@ -50,6 +53,8 @@ class RunContext:
     ticks_live: bool = False
     on_checkpoint: Callable[[str, Checkpoint], None] | None = None
     resubscriptions: int = 0
+    stack: StackMonitor | None = None
+    """Watches the user's stack during the run (only when one is declared)."""
 
     def __post_init__(self) -> None:
         self.conn.listeners.append(self._on_ib_message)

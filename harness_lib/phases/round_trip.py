@@ -103,6 +103,13 @@ async def round_trip(ctx: RunContext) -> PhaseResult:
 
     entry = await _leg(ctx, p, "entry", "BUY", cfg.quantity)
     legs = [entry]
+    if entry.filled > 0 and ctx.stack is not None:
+        # Give the user's stack its deadline to show the open position and the entry's ids
+        # before the exit order changes them (read-only: nothing is placed while waiting).
+        from harness_lib.stack.monitor import ENTRY_CHECKS
+
+        await ctx.stack.settle(only=ENTRY_CHECKS)
+        p.cp("stack_settled", "stack checks of the entry decided")
     if entry.filled > 0:
         exit_leg = await _leg(ctx, p, "exit", "SELL", entry.filled)
         legs.append(exit_leg)

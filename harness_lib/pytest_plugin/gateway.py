@@ -21,8 +21,9 @@ from ib_async import IB, Contract, Fill, LimitOrder, MarketOrder, Trade
 
 from harness_lib.connection import Connection, GatewayUnreachable, HandshakeTimeout
 from harness_lib.phases.base import wait_for
-from harness_lib.phases.cleanup import clip_to_account
+from harness_lib.phases.cleanup import clip_to_account, flatten_order
 from harness_lib.phases.health import FARM_SETTLE_SECONDS
+from harness_lib.positions import net_position
 from harness_lib.safety import (
     GuardRefusal,
     check_accounts,
@@ -35,10 +36,6 @@ from harness_lib.sim import PaperGateway
 from .options import PluginOptions, target_label
 
 T = TypeVar("T")
-
-FLAT = 1e-9
-"""Share counts are floats in ib_async; below this a net is zero (positions.FLAT_EPSILON
-on the rules branch)."""
 
 
 def run_in_thread(coro: Coroutine[Any, Any, T], timeout: float) -> T:
@@ -302,20 +299,6 @@ async def _cancel_as(
         ib.disconnect()
 
 
-def _net(executions: dict[str, tuple[int, str, float]]) -> dict[int, float]:
-    """Net quantity per conId from (conId, side, shares); BOT/BUY buy, SLD/SELL sell.
-
-    After the ``rules`` branch lands this is ``harness_lib.positions.net_position``.
-    """
-    net: dict[int, float] = {}
-    for con_id, side, shares in executions.values():
-        word = side.strip().upper()
-        if word not in ("BOT", "BUY", "SLD", "SELL"):
-            raise ValueError(f"unknown execution side {side!r}; not flattening by guess")
-        net[con_id] = net.get(con_id, 0.0) + (shares if word in ("BOT", "BUY") else -shares)
-    return {k: v for k, v in net.items() if abs(v) > FLAT}
-
-
 async def _ours(ib: IB, ledger: Ledger, timeout: float) -> dict[str, tuple[int, str, float]]:
     """execId -> (conId, side, shares) of every execution with the session's orderRef, from
     the tests' own fills and the gateway's report (merged by execId, none counted twice)."""
@@ -333,7 +316,7 @@ async def _flatten(
 ) -> None:
     """Close the net position the session's own executions left, clipped to what the
     account holds, with market orders tagged with the session's orderRef."""
-    net = _net(await _ours(ib, ledger, opts.connect_timeout * 2))
+    net = net_position((await _ours(ib, ledger, opts.connect_timeout * 2)).values())
     if not net:
         return
     check_accounts(list(ib.managedAccounts()))
@@ -353,9 +336,8 @@ async def _flatten(
             continue
         if not contract.exchange:
             await ib.qualifyContractsAsync(contract)
-        action = "SELL" if to_close > 0 else "BUY"
-        order = MarketOrder(action, abs(to_close), orderRef=ledger.order_ref, tif="DAY",
-                            account=target.account)  # fmt: skip
+        order = flatten_order(to_close, ledger.order_ref, target.account)
+        action = order.action
         trade = ib.placeOrder(contract, order)
         await _until(trade.isDone, opts.fill_deadline, ib)
         if trade.orderStatus.status == "Filled":
@@ -395,7 +377,7 @@ async def session_cleanup(
     try:
         await _flatten(ib, target, ledger, opts, rep)
         # Verify against the gateway, not against what we believe we did.
-        left = _net(await _ours(ib, ledger, opts.connect_timeout * 2))
+        left = net_position((await _ours(ib, ledger, opts.connect_timeout * 2)).values())
         if left:
             rep.problems.append(f"session net still {left} (conId: qty); run `harness cleanup "
                                 f"{where}`")  # fmt: skip

@@ -15,26 +15,24 @@ from collections.abc import Callable
 from pathlib import Path
 
 from harness_lib.wire.drift import DriftReport, drift
-from harness_lib.wire.format import SUFFIX, Recording, RecordingError, read_recording
+from harness_lib.wire.format import (
+    SUFFIX,
+    Recording,
+    RecordingError,
+    read_recording,
+    recording_path,
+    wire_dir,
+)
 from harness_lib.wire.mask import AccountMasker, load_key
 from harness_lib.wire.proxy import RecordingProxy
 from harness_lib.wire.replay import ReplayServer
 
 Print = Callable[[str], None]
+__all__ = ["BadInput", "drift_command", "record", "recording_path", "replay", "wire_dir"]
 
 
 class BadInput(Exception):
     """Wrong arguments: the message names the problem and the fix."""
-
-
-def wire_dir(store: Path) -> Path:
-    """Where recordings live: ``wire/`` beside the run store (``data/wire/`` by default)."""
-    return store.parent / "wire"
-
-
-def recording_path(store: Path, run_id: str) -> Path:
-    """The recording of one run."""
-    return wire_dir(store) / f"{run_id}{SUFFIX}"
 
 
 def load(path: Path) -> Recording:

@@ -72,6 +72,16 @@ SLICE_SECONDS = 0.0001
 """Background threads hold the GIL for at most about this long at a time (see run.py)."""
 
 
+def wire_dir(store: Path) -> Path:
+    """Where recordings live: ``wire/`` beside the run store (``data/wire/`` by default)."""
+    return store.parent / "wire"
+
+
+def recording_path(store: Path, run_id: str) -> Path:
+    """The recording of one run."""
+    return wire_dir(store) / f"{run_id}{SUFFIX}"
+
+
 class Kind(IntEnum):
     """Record kinds (the first header byte)."""
 

@@ -289,7 +289,7 @@ async def replay_run(store_path: Path, run_id: str, *, speed: float = 1.0,
     from harness_lib.config import HarnessConfig
     from harness_lib.runner import run_harness
     from harness_lib.store import Store
-    from harness_lib.wire.commands import recording_path, wire_dir
+    from harness_lib.wire.format import recording_path, wire_dir
 
     with Store(store_path, readonly=True) as st:
         run = st.run(run_id)

@@ -199,3 +199,102 @@ def test_live_ticks_in_chromium(live_server: str, tmp_path: Path) -> None:
             page.screenshot(path=str(ARTIFACTS / "live_ticks_never_ticks.png"), full_page=True)
         finally:
             browser.close()
+
+
+# ----------------------------------------------------------------- with the user's stack
+
+# A row of the broker/stack table, found by its first cell (the source):
+# [source, bid, ask, last, data mode, live, age (ms), matches broker, check].
+READ_STACK_ROW = """(source) => {
+  const rows = [...document.querySelectorAll('table.livefire-stack tbody tr')];
+  const row = rows.find(r => r.cells.length && r.cells[0].innerText.trim() === source);
+  return row ? [...row.cells].map(td => td.innerText.trim()) : null;
+}"""
+
+STACK_FILE = """[[stack]]
+name = "tiny-sse"
+kind = "sse"
+url = "http://127.0.0.1:{port}/events"
+
+[stack.quote]
+select = 'quotes."{{symbol}}"'
+bid = "bid"
+ask = "ask"
+last = "last"
+mode = "mode"
+"""
+
+
+@pytest.fixture
+def live_server_with_stack(tmp_path: Path) -> Iterator[str]:
+    """``harness sim`` and the tiny stack (tests/stack_app.py) on it, as real processes, and
+    ``marimo run notebooks/live_ticks.py -- --port SIM --stack-file F`` watching both."""
+    from tests.stack_app import start_sim_process, start_stack_process, stop_process
+
+    sim, sim_port = start_sim_process()
+    procs = [sim]
+    try:
+        stack, stack_port = start_stack_process(sim_port)
+        procs.append(stack)
+        sfile = tmp_path / "stack.toml"
+        sfile.write_text(STACK_FILE.format(port=stack_port))
+        port = _free_port()
+        log = tmp_path / "marimo-run.log"
+        with log.open("w") as out:
+            marimo = subprocess.Popen(
+                [sys.executable, "-m", "marimo", "run", str(NOTEBOOK), "--headless",
+                 "--host", "127.0.0.1", "--port", str(port), "--no-token",
+                 "--", "--port", str(sim_port), "--stack-file", str(sfile)],
+                stdout=out, stderr=subprocess.STDOUT, cwd=tmp_path,
+                env={**os.environ, "MARIMO_SKIP_UPDATE_CHECK": "1"},
+            )  # fmt: skip
+        procs.append(marimo)
+        _wait_listening(port, marimo, log)
+        yield f"http://127.0.0.1:{port}/"
+    finally:
+        for proc in reversed(procs):
+            stop_process(proc)
+
+
+def test_live_page_shows_the_stack_quote_beside_the_broker(
+    live_server_with_stack: str, tmp_path: Path
+) -> None:
+    sync_playwright = _require_browser()
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch_persistent_context(
+            str(tmp_path / "chromium-profile"),
+            executable_path=str(CHROMIUM),
+            headless=True,
+            args=CHROMIUM_FLAGS,
+            viewport={"width": 1280, "height": 2200},
+        )
+        try:
+            page = browser.new_page()
+            page.goto(live_server_with_stack, timeout=PAGE_TIMEOUT * 1000)
+
+            def judged(r: list[str] | None) -> bool:
+                return r is not None and r[8].startswith("PASS") and _number(r[1]) > 0
+
+            dash = _poll(page, READ_STACK_ROW, "tiny-sse", judged, PAGE_TIMEOUT)
+            broker = page.evaluate(READ_STACK_ROW, "broker")
+            assert broker is not None and _number(broker[1]) > 0
+            # Side by side: the stack shows the broker's numbers (it echoes the gateway)...
+            assert _number(dash[1]) == pytest.approx(_number(broker[1]), rel=0.01)
+            assert _number(dash[2]) == pytest.approx(_number(broker[2]), rel=0.01)
+            # ...and both data-mode flags say live.
+            assert broker[4] == "live" and dash[4] == "live" and dash[5] == "yes"
+            assert "tiny-sse showed AAPL bid" in dash[8]
+
+            # Both sides keep updating: the stack's quote age resets as its quotes arrive.
+            seen = set()
+            t_end = time.monotonic() + 3.0
+            while time.monotonic() < t_end:
+                row = page.evaluate(READ_STACK_ROW, "tiny-sse")
+                seen.add((row[1], row[2], row[6]))
+                time.sleep(0.1)
+            assert len(seen) >= 4, f"the stack row barely changed in 3 s: {seen}"
+            page.get_by_text(re.compile(r"PASS — .*stack shows it")).first.wait_for(timeout=10_000)
+            page.screenshot(path=str(ARTIFACTS / "live_ticks_stack.png"), full_page=True)
+        finally:
+            browser.close()

@@ -18,7 +18,8 @@ from typing import Any
 
 import pytest
 
-from harness_lib.config import HarnessConfig
+from harness_lib import charts
+from harness_lib.config import HarnessConfig, load_config
 from harness_lib.live.feed import get_feed
 from harness_lib.models import RunReport, Verdict
 from harness_lib.notebook import notebook_args, postmortem_args, script_argv
@@ -31,6 +32,7 @@ from harness_lib.postmortem import (
     session_errors,
 )
 from harness_lib.runner import run_harness
+from tests.stack_app import start_sim_process, start_stack_process, stop_process
 
 ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOKS = ROOT / "notebooks"
@@ -339,3 +341,149 @@ def test_notebook_arguments() -> None:
         with pytest.raises(SystemExit) as exc:
             notebook_args("live_ticks", bad)
         assert exc.value.code == 4
+
+
+# ----------------------------------------------------------------- with the user's stack
+
+
+def _stack_toml(name: str, kind: str, port: int, *, trade_facts: bool) -> str:
+    path = {"sse": "/events", "http": "/api/state"}[kind]
+    text = f"""[[stack]]
+name = "{name}"
+kind = "{kind}"
+url = "http://127.0.0.1:{port}{path}"
+position_deadline = 3.0
+hold = 1.0
+
+[stack.quote]
+select = 'quotes."{{symbol}}"'
+bid = "bid"
+ask = "ask"
+last = "last"
+mode = "mode"
+"""
+    if trade_facts:
+        text += """
+[stack.position]
+scope = "positions"
+select = "[?symbol == '{symbol}'] | [0]"
+quantity = "qty"
+
+[stack.trades]
+ids = 'last_trade."{symbol}".[execId, permId]'
+"""
+    return text
+
+
+@pytest.fixture(scope="module")
+def stack_target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """``harness sim`` and two tiny stacks on it (tests/stack_app.py, real processes): one
+    echoing the gateway, one showing null quotes. ``good`` declares the first with every
+    fact; ``both`` declares both."""
+    tmp = tmp_path_factory.mktemp("stack")
+    sim, sim_port = start_sim_process()
+    procs = [sim]
+    try:
+        good, good_port = start_stack_process(sim_port, client_id=41)
+        procs.append(good)
+        null, null_port = start_stack_process(sim_port, null_quotes=True, client_id=42)
+        procs.append(null)
+        good_toml = _stack_toml("tiny-sse", "sse", good_port, trade_facts=True)
+        (tmp / "good.toml").write_text(good_toml)
+        (tmp / "both.toml").write_text(
+            good_toml + "\n" + _stack_toml("tiny-null", "http", null_port, trade_facts=False)
+        )
+        yield {"sim_port": sim_port, "good": tmp / "good.toml", "both": tmp / "both.toml",
+               "tmp": tmp}  # fmt: skip
+    finally:
+        for p in procs:
+            stop_process(p)
+
+
+@pytest.fixture(scope="module")
+def stack_history(stack_target: dict[str, Any]) -> dict[str, Any]:
+    """A store with one real ``--trade`` run watching both stacks: the null one fails."""
+    store = stack_target["tmp"] / "stack-history.sqlite"
+    cfg = load_config(
+        {"port": stack_target["sim_port"], "trade": True, "stack": stack_target["both"],
+         "store": store, "tick_deadline": 3.0},
+        env={"HARNESS_REPORTS_DIR": str(stack_target["tmp"] / "reports")},
+        config_path=None,
+    )  # fmt: skip
+    report = asyncio.run(run_harness(cfg))
+    assert report.verdict == Verdict.FAIL, report.reason
+    return {"store": store, "run": report.run_id}
+
+
+def test_live_ticks_script_shows_each_stack_endpoint_and_fails_on_null(
+    stack_target: dict[str, Any],
+) -> None:
+    proc = start_script("live_ticks", "--port", str(stack_target["sim_port"]), "--seconds", "5",
+                        "--deadline", "3", "--stack-file", str(stack_target["both"]))  # fmt: skip
+    out, err = proc.communicate(timeout=SCRIPT_TIMEOUT)
+    assert proc.returncode == Verdict.FAIL.exit_code, out + err
+    assert "verdict:  FAIL — stack: tiny-null quotes check failed" in out
+    assert "stack:    tiny-sse (sse) PASS — tiny-sse showed AAPL bid" in out
+    assert "stack:    tiny-null (http) FAIL" in out and "bid null" in out
+
+
+def test_live_ticks_with_a_bad_stack_file_is_bad_input(tmp_path: Path) -> None:
+    bad = tmp_path / "stack.toml"
+    bad.write_text('[[stack]]\nname = "x"\nkind = "sse"\nurl = "http://127.0.0.1:1/"\n'
+                   '[stack.quote]\nselect = "q"\nbid = "bid["\nask = "ask"\n')  # fmt: skip
+    proc = start_script("live_ticks", "--sim", "--seconds", "0.1", "--stack-file", str(bad))
+    out, err = proc.communicate(timeout=SCRIPT_TIMEOUT)
+    assert proc.returncode == Verdict.BAD_INPUT.exit_code, out + err
+    assert err.strip().splitlines()[-1].startswith("bad input: invalid stack[0].quote.bid in ")
+    assert "Traceback" not in err
+
+
+def test_round_trip_shows_the_stack_moments_and_verdicts(
+    isolated: Path, stack_target: dict[str, Any]
+) -> None:
+    args = notebook_args("round_trip", ["--port", str(stack_target["sim_port"]), "--yes",
+                                        "--deadline", "3", "--store", str(isolated / "h.sqlite"),
+                                        "--stack-file", str(stack_target["good"])])  # fmt: skip
+    outputs, defs = run_app("round_trip", args)
+    report = defs["report"]
+    assert report is not None and report.verdict == Verdict.PASS, report and report.reason
+    assert defs["exit_code"] == 0
+    assert "stack" in {str(p.phase) for p in report.phases}
+    # Every stack check's verdict, with the latency it measured.
+    checks = defs["stack_checks"].set_index("check")
+    names = ["tiny-sse.stream", "tiny-sse.quotes", "tiny-sse.position_opened",
+             "tiny-sse.trade_id", "tiny-sse.position_cleared"]  # fmt: skip
+    assert sorted(checks.index) == sorted(names)
+    assert set(checks["verdict"]) == {"PASS"}
+    assert checks.loc[names[1:], "latency (ms)"].notna().all()
+    # The stack's moments on the timeline, in their own lane, after the fill they show.
+    lifecycle = defs["lifecycle"]
+    lane = lifecycle[lifecycle["phase"] == "stack"]
+    assert set(lane["name"]) == set(names[1:])
+    order = list(lifecycle["name"])
+    assert order.index("entry_execution") < order.index("tiny-sse.position_opened")
+    assert order.index("exit_execution") < order.index("tiny-sse.position_cleared")
+    assert "tiny-sse.position_opened" in html_of(outputs)
+
+
+def test_postmortem_charts_stack_latency_and_lists_failed_stack_checks(
+    stack_history: dict[str, Any], tmp_path: Path
+) -> None:
+    args = postmortem_args(["--run", stack_history["run"], "--store", str(stack_history["store"])])
+    outputs, defs = run_app("postmortem", args)
+    assert defs["exit_code"] == Verdict.FAIL.exit_code
+    failed = defs["failed_stack"]
+    assert list(failed["check"]) == ["tiny-null.quotes"]
+    assert failed["verdict"].iloc[0] == "FAIL" and "null" in failed["reason"].iloc[0]
+    latency = charts.stack_latency_frame(defs["stack_checks"])
+    assert "tiny-sse.quotes" in set(latency["check"]) and "tiny-sse.trade_id" in set(
+        latency["check"]
+    )
+    run_checks = defs["run_stack_checks"].set_index("check")["verdict"]
+    assert run_checks["tiny-null.quotes"] == "FAIL" and run_checks["tiny-sse.quotes"] == "PASS"
+    assert "tiny-null.quotes" in html_of(outputs)
+    # The export renders the new chart and table without a cell error.
+    out = export_html(stack_history["run"], tmp_path / "report.html", stack_history["store"])
+    page = out.read_text(encoding="utf-8")
+    assert session_errors(page) == []
+    assert "Broker → stack latency" in page or "Broker \\u2192 stack latency" in page

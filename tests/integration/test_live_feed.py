@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import socket
+import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -15,9 +19,11 @@ from harness_lib.live import LIVE_CLIENT_ID
 from harness_lib.live.decisions import check_target
 from harness_lib.live.feed import LiveFeed, get_feed
 from harness_lib.live.snapshot import TICK_COLUMNS, Account, Snapshot
-from harness_lib.live.views import quote_html, quote_table
+from harness_lib.live.views import format_findings, quote_html, quote_table, stack_html, stack_table
 from harness_lib.models import Verdict
 from harness_lib.runner import run_harness
+from harness_lib.stack.spec import Endpoint, parse_stack
+from tests.stack_app import start_stack_process, stop_process
 
 FAST = HarnessConfig(client_id=LIVE_CLIENT_ID, tick_deadline=1.0, observe_seconds=0.1)
 
@@ -250,3 +256,131 @@ def test_stop_disconnects_and_the_next_get_feed_starts_afresh() -> None:
         assert fresh.snapshot().verdict == Verdict.SKIPPED
     finally:
         fresh.stop()
+
+
+# ----------------------------------------------------------------- with the user's stack
+
+
+def stack_endpoint(port: int, *, kind: str = "sse", name: str | None = None) -> Endpoint:
+    """One endpoint of tests/stack_app.py with its quote facts (as a user declares it)."""
+    path = {"sse": "/events", "websocket": "/ws", "http": "/api/state"}[kind]
+    scheme = "ws" if kind == "websocket" else "http"
+    (ep,) = parse_stack(
+        [
+            {
+                "name": name or f"tiny-{kind}",
+                "kind": kind,
+                "url": f"{scheme}://127.0.0.1:{port}{path}",
+                "quote": {
+                    "select": 'quotes."{symbol}"',
+                    "bid": "bid",
+                    "ask": "ask",
+                    "last": "last",
+                    "mode": "mode",
+                    "live": ["live"],
+                },
+            }
+        ],
+        "test",
+    )
+    return ep
+
+
+@pytest.fixture
+def stack_procs() -> Iterator[Callable[..., int]]:
+    """Start tests/stack_app.py against a gateway port: ``http_port = start(ib_port)``."""
+    procs: list[subprocess.Popen[str]] = []
+
+    def start(ib_port: int, **kw: Any) -> int:
+        proc, port = start_stack_process(ib_port, **kw)
+        procs.append(proc)
+        return port
+
+    try:
+        yield start
+    finally:
+        for p in procs:
+            stop_process(p)
+
+
+def stack_decided(snap: Snapshot) -> bool:
+    return bool(snap.stack) and all(s.verdict is not None for s in snap.stack)
+
+
+def test_stack_quote_beside_the_broker_quote(
+    feed: LiveFeed, stack_procs: Callable[..., int]
+) -> None:
+    sim_port = feed.start_sim("healthy")
+    http_port = stack_procs(sim_port)
+    cfg = dataclasses.replace(FAST, tick_deadline=5.0, stack=(stack_endpoint(http_port),))
+    feed.connect(contract="AAPL", cfg=cfg).result(15)
+
+    snap = feed.wait_for(lambda s: stack_decided(s) and s.stack[0].matches is True, 10)
+    (dash,) = snap.stack
+    assert dash.endpoint == "tiny-sse" and dash.kind == "sse" and dash.connected
+    assert dash.verdict == Verdict.PASS, dash.reason
+    assert "showed AAPL bid" in dash.reason
+    # The stack echoes the gateway: its numbers are the broker's, within the tolerance.
+    assert dash.bid is not None and dash.ask is not None and dash.bid <= dash.ask
+    assert dash.bid == pytest.approx(snap.quote["bid"], rel=0.01)
+    assert dash.mode == "live" and dash.mode_live is True
+    assert dash.latency_s is not None and -1.0 < dash.latency_s < 1.0
+    assert dash.at is not None and dash.age_s is not None and dash.messages > 0
+    assert snap.verdict == Verdict.PASS, snap.reason
+    assert "stack shows it" in snap.reason
+
+    # Side by side: the broker's row first, then the endpoint's, with its data mode.
+    table = stack_table(snap)
+    assert list(table["source"]) == ["broker", "tiny-sse"]
+    assert table["data mode"].tolist() == ["live", "live"]
+    assert table["matches broker"].tolist()[1] == "yes"
+    page = stack_html(snap)
+    assert 'class="livefire-stack"' in page and "tiny-sse" in page
+    # Observations went through the Recorder, as in a run.
+    assert any(o.endpoint == "tiny-sse" for o in feed._session.ctx.rec.stack_seen)  # type: ignore[union-attr]
+
+    # Stopping the feed closes the watcher's connection to the stack too.
+    feed.stop()
+    wait(lambda: established_to(http_port) == 0)
+
+
+def test_a_stack_showing_null_fails_the_live_verdict(
+    feed: LiveFeed, stack_procs: Callable[..., int]
+) -> None:
+    sim_port = feed.start_sim("healthy")
+    http_port = stack_procs(sim_port, null_quotes=True)
+    ep = stack_endpoint(http_port, kind="websocket")
+    cfg = dataclasses.replace(FAST, tick_deadline=1.5, stack=(ep,))
+    feed.connect(contract="AAPL", cfg=cfg).result(15)
+
+    # While the deadline runs the stack part is undecided: never PASS before it is judged.
+    early = feed.wait_for(lambda s: bool(s.stack) and s.stack[0].shown != "", 5)
+    assert early.stack[0].matches is False
+    assert early.stack[0].bid is None and "bid null" in early.stack[0].shown
+    assert early.verdict != Verdict.PASS
+
+    snap = feed.wait_for(stack_decided, 5)
+    (dash,) = snap.stack
+    assert dash.verdict == Verdict.FAIL
+    assert "quotes check failed" in dash.reason and "null" in dash.reason
+    assert dash.mode == "live" and dash.mode_live is True  # the flag alone is no proof
+    assert snap.verdict == Verdict.FAIL
+    assert snap.reason.startswith("stack: tiny-websocket quotes check failed")
+    assert "tiny-websocket" in format_findings(snap) and "null" in format_findings(snap)
+
+
+def test_a_stack_that_is_down_is_named_with_its_cause(feed: LiveFeed) -> None:
+    feed.start_sim("healthy")
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        dead = s.getsockname()[1]
+    cfg = dataclasses.replace(FAST, tick_deadline=1.0, stack=(stack_endpoint(dead, kind="http"),))
+    feed.connect(contract="AAPL", cfg=cfg).result(15)
+    snap = feed.wait_for(stack_decided, 5)
+    (dash,) = snap.stack
+    assert not dash.connected and dash.error == "connection refused"
+    assert dash.verdict == Verdict.FAIL
+    assert "unreachable" in dash.reason and "connection refused" in dash.reason
+    assert snap.verdict == Verdict.FAIL
+    # The broker part is still shown and still real.
+    assert both_real(snap)

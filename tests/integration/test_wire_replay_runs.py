@@ -14,8 +14,7 @@ from harness_lib.config import HarnessConfig
 from harness_lib.models import RunReport, Verdict
 from harness_lib.runner import run_harness
 from harness_lib.sim import PaperGateway
-from harness_lib.wire.commands import recording_path
-from harness_lib.wire.format import read_recording
+from harness_lib.wire.format import read_recording, recording_path
 from harness_lib.wire.replay import ReplayServer, replay_for_notebook
 
 CASES: list[Any] = [

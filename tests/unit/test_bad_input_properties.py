@@ -249,7 +249,8 @@ _KNOWN_OPTIONS = {
     "--trade", "--allow-delayed", "--phases", "--deadline", "--fill-deadline", "--observe",
     "--market-data-type", "--quantity", "--max-quantity", "--max-notional",
     "--allow-live-port", "--store", "--json", "--junit", "--notify", "--notify-on",
-    "--heartbeat", "--seed", "--config", "--help",
+    "--heartbeat", "--seed", "--config", "--help", "--connect-timeout", "--stale-after",
+    "--reports-dir",
 }  # fmt: skip
 _unknown_flag = st.from_regex(r"--[a-z][a-z0-9-]{3,15}", fullmatch=True).filter(
     lambda f: f not in _KNOWN_OPTIONS and not any(k.startswith(f) for k in _KNOWN_OPTIONS)

@@ -32,6 +32,8 @@ from harness_lib.charts import (
     interarrival_chart,
     interarrival_ecdf_chart,
     price_spread_chart,
+    stack_latency_chart,
+    stack_latency_frame,
     time_to_first_value_chart,
     verdict_history_chart,
 )
@@ -211,6 +213,34 @@ def make_costs(n: int, seed: int = 2) -> pd.DataFrame:
     )
 
 
+STACK_CHECKS = ("stream", "quotes", "position_opened", "trade_id", "position_cleared")
+
+
+def make_stack_checks(n: int, seed: int = 3) -> pd.DataFrame:
+    """A stack_checks frame shaped like the store's: five checks per run, one endpoint,
+    stream without a latency, one failure in ten without a moment."""
+    rng = np.random.default_rng(seed)
+    run = np.arange(n) // len(STACK_CHECKS)
+    name = np.array(STACK_CHECKS)[np.arange(n) % len(STACK_CHECKS)]
+    latency = rng.exponential(0.05, n)
+    latency[name == "stream"] = np.nan
+    failed = rng.random(n) < 0.1
+    at = T0_WALL + run * 600.0 + np.arange(n) % len(STACK_CHECKS)
+    return pd.DataFrame(
+        {
+            "run_id": [f"r{i:07d}" for i in run],
+            "endpoint": "dash-sse",
+            "name": name,
+            "verdict": np.where(failed, "FAIL", "PASS"),
+            "reason": np.where(failed, "dash-sse quotes check failed: showed bid null", "ok"),
+            "latency_s": np.where(failed, np.nan, latency),
+            "at_wall": pd.to_datetime(np.where(failed, np.nan, at), unit="s", utc=True),
+            "expected": "",
+            "observed": "",
+        }
+    )
+
+
 @pytest.fixture(scope="module")
 def ticks() -> pd.DataFrame:
     return make_ticks(3_000, runs=2)
@@ -235,6 +265,7 @@ BUILDERS: dict[str, tuple[FrameKind, Builder]] = {
     "verdict_history": ("runs", verdict_history_chart),
     "first_tick_latency": ("runs", first_tick_latency_chart),
     "cost": ("costs", cost_chart),
+    "stack_latency": ("stack_checks", stack_latency_chart),
 }
 
 EMPTY_COLUMNS = {
@@ -242,6 +273,7 @@ EMPTY_COLUMNS = {
     "checkpoints": list(make_checkpoints(["x"]).columns),
     "runs": list(make_runs(1).columns),
     "costs": list(make_costs(1).columns),
+    "stack_checks": list(make_stack_checks(1).columns),
 }
 
 
@@ -252,6 +284,7 @@ def typical(ticks: pd.DataFrame) -> dict[FrameKind, pd.DataFrame]:
         "checkpoints": make_checkpoints(["run-0", "run-1"]),
         "runs": make_runs(200),
         "costs": make_costs(50),
+        "stack_checks": make_stack_checks(500),
     }
 
 
@@ -274,6 +307,7 @@ def huge(big_ticks: pd.DataFrame) -> dict[FrameKind, pd.DataFrame]:
         "checkpoints": checkpoints,
         "runs": make_runs(n),
         "costs": make_costs(n),
+        "stack_checks": make_stack_checks(n),
     }
 
 
@@ -652,3 +686,53 @@ def test_cost_chart_aggregates_per_day_beyond_max_rows() -> None:
     assert "per day" in spec["title"]
     assert sum(r["trades"] for r in rows) == MAX_ROWS + 10
     assert rows[-1]["cumulative_cost"] == pytest.approx(costs["total_cost"].sum())
+
+
+# ------------------------------------------------------------------------ stack latency
+
+
+def test_stack_latency_frame_is_ms_per_check_and_drops_what_measured_nothing() -> None:
+    checks = pd.DataFrame(
+        {
+            "run_id": ["b", "a", "a", "a"],
+            "endpoint": ["dash", "dash", "dash", "page"],
+            "name": ["quotes", "quotes", "stream", "trade_id"],
+            "verdict": ["PASS", "PASS", "PASS", "FAIL"],
+            "reason": ["later", "first", "no latency", "never showed it"],
+            "latency_s": [0.84, 0.052, None, None],
+            "at_wall": pd.to_datetime([T0_WALL + 60, T0_WALL, T0_WALL, None], unit="s", utc=True),
+        }
+    )
+    frame = stack_latency_frame(checks)
+    assert list(frame.columns) == ["at_wall", "check", "latency_ms", "run_id", "verdict", "reason"]
+    assert frame["check"].tolist() == ["dash.quotes", "dash.quotes"]  # oldest first
+    assert frame["latency_ms"].tolist() == pytest.approx([52.0, 840.0])
+    assert frame["run_id"].tolist() == ["a", "b"]
+    assert frame["at_wall"].iloc[0] == pd.Timestamp(T0_WALL, unit="s", tz="UTC")
+
+
+def test_stack_latency_chart_draws_one_point_per_check_and_run() -> None:
+    checks = make_stack_checks(50)
+    spec = spec_of(stack_latency_chart(checks))
+    rows = only_rows(spec)
+    measured = checks["latency_s"].notna() & checks["at_wall"].notna()
+    assert len(rows) == int(measured.sum())
+    assert {r["check"] for r in rows} == {f"dash-sse.{n}" for n in STACK_CHECKS if n != "stream"}
+    assert spec["encoding"]["y"]["field"] == "latency_ms"
+    assert spec["encoding"]["color"]["field"] == "check"
+
+
+def test_stack_latency_aggregates_medians_per_check_beyond_max_rows() -> None:
+    n = MAX_ROWS * 3
+    checks = make_stack_checks(n)
+    spec = spec_of(stack_latency_chart(checks))
+    rows = only_rows(spec)
+    assert 0 < len(rows) <= MAX_ROWS
+    assert "median per" in spec["title"]
+    # Each point is a median of its own check's latencies in that period.
+    frame = stack_latency_frame(checks)
+    first = min(rows, key=lambda r: (r["at_wall"], r["check"]))
+    day = frame["at_wall"].dt.floor("D") == pd.Timestamp(first["at_wall"]).tz_convert("UTC")
+    mine = frame[day & (frame["check"] == first["check"])]
+    assert first["latency_ms"] == pytest.approx(mine["latency_ms"].median())
+    assert first["checks"] == len(mine)

@@ -142,6 +142,9 @@ def test_env_parsing_of_every_kind(no_file: Path) -> None:
         "HARNESS_NOTIFY": "ntfy://a,tgram://123456789:AAH/1 mailto://u:p@x.com?to=a@b.c,d@e.f",
         "HARNESS_NOTIFY_ON": "Change",
         "HARNESS_HEARTBEAT": "https://hc-ping.com/abc",
+        "HARNESS_STACK": json.dumps(
+            [{"name": "d", "kind": "http", "url": "http://x/s", "trades": {"ids": "ids"}}]
+        ),
     }
     assert {n.removeprefix("HARNESS_").lower() for n in env} == set(FIELDS)
     cfg = load_config(env=env)
@@ -158,6 +161,7 @@ def test_env_parsing_of_every_kind(no_file: Path) -> None:
         "mailto://u:p@x.com?to=a@b.c,d@e.f",  # a comma inside a URL does not split it
     )
     assert cfg.notify_on == "change"
+    assert [(ep.name, ep.kind) for ep in cfg.stack] == [("d", "http")]
 
 
 def test_quantity_above_max_is_not_a_config_error(no_file: Path) -> None:

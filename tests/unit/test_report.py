@@ -369,3 +369,80 @@ def test_console_summary_simulator_pass() -> None:
     assert text.count("SIMULATOR") >= 2  # title and target line
     assert "First bid: 0.31 s, first ask: 0.33 s" in text
     assert "Round-trip cost: 2.87 USD" in text
+
+
+# ------------------------------------------------------------------- generated schema
+
+
+def test_schema_properties_are_exactly_what_the_report_writes() -> None:
+    """Generated from the dataclasses to_dict() serialises: the same keys at every level."""
+    data = report_json(make_fail())
+    assert list(SCHEMA["properties"]) == list(SCHEMA["required"])
+    assert set(SCHEMA["properties"]) == set(data)
+    assert set(SCHEMA["properties"]["target"]["properties"]) == set(data["target"])
+    phase = SCHEMA["properties"]["phases"]["items"]
+    assert set(phase["properties"]) == set(data["phases"][0])
+    assert set(phase["properties"]["errors"]["items"]["properties"]) == set(
+        data["phases"][1]["errors"][0]
+    )
+    assert "report_path" not in SCHEMA["properties"]  # JSON_EXCLUDED
+
+
+def test_schema_generator_refuses_an_undocumented_field() -> None:
+    from dataclasses import dataclass
+
+    from harness_lib.docschema import object_schema
+
+    @dataclass
+    class Doc:
+        """A document."""
+
+        documented: int
+        """Has a docstring."""
+        bare: str
+
+    with pytest.raises(TypeError, match="document bare"):
+        object_schema(Doc)
+
+
+def _with_stack_phase() -> dict[str, Any]:
+    """A failing run's JSON with a stack phase whose evidence the stack phase itself built."""
+    from harness_lib.stack.checks import CheckResult, StackEvidence
+
+    checks = [
+        CheckResult("quotes", "dash-sse", Verdict.PASS, "dash-sse quotes match", 0.052, 1.7e9,
+                    "real live bid/ask matching the broker", "bid 1.0 ask 1.1"),
+        CheckResult("stream", "dash-sse", Verdict.STALLED, "dash-sse emitted nothing",
+                    details={"not": "in the report"}),
+    ]  # fmt: skip
+    evidence = StackEvidence(
+        checks=checks,
+        endpoints=[{"name": "dash-sse", "headers": {"Authorization": "***"}}],
+        position_before=0.0,
+    ).to_dict()
+    rep = make_fail()
+    rep.phases.insert(-1, PhaseResult(Phase.STACK, Verdict.STALLED, "stack: ...", T0,
+                                      evidence=evidence))  # fmt: skip
+    return json.loads(json.dumps(report_json(rep), allow_nan=False))
+
+
+def test_schema_describes_the_stack_phase_evidence() -> None:
+    data = _with_stack_phase()
+    v = validator()
+    v.validate(data)
+    checks = SCHEMA["properties"]["phases"]["items"]["properties"]["evidence"]["properties"][
+        "checks"
+    ]["items"]
+    assert checks["required"] == ["name", "endpoint", "verdict", "reason", "latency_s",
+                                  "at_wall", "expected", "observed"]  # fmt: skip
+    written = next(p for p in data["phases"] if p["phase"] == "stack")["evidence"]["checks"]
+    assert set(written[1]) == set(checks["properties"])  # details stay out (JSON_EXCLUDED)
+    for mutate in (
+        lambda c: c.update(name="latency"),
+        lambda c: c.update(verdict="GREEN"),
+        lambda c: c.pop("latency_s"),
+        lambda c: c.update(extra=1),
+    ):
+        bad = json.loads(json.dumps(data))
+        mutate(next(p for p in bad["phases"] if p["phase"] == "stack")["evidence"]["checks"][0])
+        assert not v.is_valid(bad)

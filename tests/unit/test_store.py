@@ -129,7 +129,7 @@ def test_fresh_store_creates_schema_wal_and_version(tmp_path: Path) -> None:
     path = tmp_path / "nested" / "dir" / "h.sqlite"
     with Store(path) as s:
         assert s.path == path
-        assert s.schema_version == SCHEMA_VERSION == len(MIGRATIONS) == 1
+        assert s.schema_version == SCHEMA_VERSION == len(MIGRATIONS) == 2
         assert s.integrity_check() == "ok"
     assert Path("data/harness.sqlite") == DEFAULT_STORE
     conn = sqlite3.connect(path)
@@ -148,6 +148,8 @@ def test_fresh_store_creates_schema_wal_and_version(tmp_path: Path) -> None:
             "executions",
             "commissions",
             "notifications",
+            "stack_observations",
+            "stack_checks",
         } <= tables
         assert conn.execute("SELECT value FROM meta WHERE key='application'").fetchone() == (
             "livefire",
@@ -175,19 +177,20 @@ def test_migrate_mechanism_applies_a_v2_entry_and_is_idempotent(tmp_path: Path) 
     path = tmp_path / "h.sqlite"
     with Store(path) as s:
         start(s, "r1")
-    v2 = [*MIGRATIONS, sql_migration("ALTER TABLE runs ADD COLUMN note TEXT")]
+    nxt = SCHEMA_VERSION + 1
+    v_next = [*MIGRATIONS, sql_migration("ALTER TABLE runs ADD COLUMN note TEXT")]
     conn = sqlite3.connect(path, isolation_level=None)
     try:
-        assert migrate(conn) == 1  # v1 store, v1 code: nothing to do
-        assert migrate(conn, v2) == 2
-        assert migrate(conn, v2) == 2
+        assert migrate(conn) == SCHEMA_VERSION  # up-to-date store, same code: nothing to do
+        assert migrate(conn, v_next) == nxt
+        assert migrate(conn, v_next) == nxt
         cols = [r[1] for r in conn.execute("PRAGMA table_info(runs)")]
         assert "note" in cols
         assert conn.execute("SELECT run_id FROM runs").fetchall() == [("r1",)]
     finally:
         conn.close()
 
-    # This code only knows v1: a v2 store is refused, in one line, in both modes.
+    # This code does not know the next version: such a store is refused, in one line, in both modes.
     for readonly in (False, True):
         with pytest.raises(StoreError, match="newer") as ei:
             Store(path, readonly=readonly)
@@ -203,7 +206,7 @@ def test_failed_migration_step_rolls_back(tmp_path: Path) -> None:
     try:
         with pytest.raises(RuntimeError):
             migrate(conn, [*MIGRATIONS, broken])
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == 1
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
         names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
         assert "half_done" not in names
         assert not conn.in_transaction
