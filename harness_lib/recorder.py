@@ -133,13 +133,21 @@ class Recorder:
         if self.wire is None:
             self._start_wire(ib)
         if self.live_ring or self.wire is None:
-            ib.pendingTickersEvent += self._on_pending_tickers
+            self.keep_live_ticks()
         ib.execDetailsEvent += self._on_exec
         ib.commissionReportEvent += self._on_commission
         ib.orderStatusEvent += self._on_status
         if self._flusher is None:
             with contextlib.suppress(RuntimeError):
                 self._flusher = asyncio.get_running_loop().create_task(self._flush_loop())
+
+    def keep_live_ticks(self) -> None:
+        """Keep ticks in the ring buffer as they arrive, from now on (live views, the stack
+        checks). Costs the event loop per tick, which is why it is not the default."""
+        self.live_ring = True
+        ib = self._ib
+        if ib is not None and self._on_pending_tickers not in ib.pendingTickersEvent:
+            ib.pendingTickersEvent += self._on_pending_tickers
 
     def _start_wire(self, ib: IB) -> None:
         from harness_lib.wire.format import recording_path

@@ -86,6 +86,9 @@ class StackMonitor:
             and (not self.ctx.account or p.account == self.ctx.account)
         )
         ib.execDetailsEvent += self._on_exec
+        # The checks compare the stack with the broker's ticks as they arrive: the
+        # Recorder keeps them in its live ring only when someone asks.
+        self.ctx.rec.keep_live_ticks()
         self.started_wall, self.started_mono = time.time(), time.monotonic()
         for ep in self.endpoints:
             w = make_watcher(ep, self._sink)
