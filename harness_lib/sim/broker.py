@@ -1,7 +1,9 @@
-"""Simulated paper-account state: orders, fills, positions, cash and commissions.
+"""Simulated paper-account state: orders, matching, fills, positions, cash and commissions.
 
 Pure state with no I/O: the server asks it what happens and sends the messages.
-The commission schedule is IB-like and documented in ``commission_for``.
+The commission schedule is IB-like and documented in ``commission_for``; matching (when an
+order is marketable, at what price, how much fills) is ``marketable_price`` and
+``SimOrder.fill_size``.
 """
 
 from __future__ import annotations
@@ -11,8 +13,9 @@ import math
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from .market import Instrument
+from .market import Instrument, Quote
 from .messages import OrderView
+from .scenarios import Scenario
 
 ACTIVE = ("PreSubmitted", "Submitted")
 DONE = ("Filled", "Cancelled", "ApiCancelled", "Inactive")
@@ -44,8 +47,8 @@ class SimOrder:
     view: OrderView
     received_at: datetime
     fills: list[Execution] = field(default_factory=list)
-    faulty: bool = False
-    """The order scenario (no fill, partial fill) applies to this order."""
+    faults: frozenset[Scenario] = frozenset()
+    """The order faults (no fill, partial fill) that applied when it was placed."""
 
     @property
     def remaining(self) -> float:
@@ -57,10 +60,44 @@ class SimOrder:
         """True while it can still fill or be cancelled."""
         return self.view.status in ACTIVE
 
+    @property
+    def withheld(self) -> bool:
+        """A no_fill fault keeps this order from ever filling."""
+        return Scenario.NO_FILL in self.faults
+
+    @property
+    def partial(self) -> bool:
+        """A partial_fill fault lets only part of this order fill."""
+        return Scenario.PARTIAL_FILL in self.faults
+
+    def fill_size(self, partial_ratio: float) -> float:
+        """Shares the next fill executes: the remainder, or under a partial-fill fault the
+        ratio of the quantity, always leaving at least one unit unfilled."""
+        if not self.partial:
+            return self.remaining
+        shares = math.floor(self.view.quantity * partial_ratio)
+        return min(shares, self.view.quantity - 1) - self.view.filled
+
     def avg_fill_price(self) -> float:
         """Volume-weighted price of the fills so far (0 when unfilled)."""
         q = sum(e.shares for e in self.fills)
         return sum(e.shares * e.price for e in self.fills) / q if q else 0.0
+
+
+def marketable_price(order: SimOrder, q: Quote) -> float | None:
+    """The price an active order fills at against this quote, or None if it is not
+    marketable: market orders take the far side, limits fill when the far side reaches them."""
+    v = order.view
+    if not order.is_active or order.remaining <= 0:
+        return None
+    if v.order_type == "MKT":
+        return q.ask if v.action == "BUY" else q.bid
+    assert v.lmt_price is not None
+    if v.action == "BUY" and q.ask <= v.lmt_price:
+        return q.ask
+    if v.action == "SELL" and q.bid >= v.lmt_price:
+        return q.bid
+    return None
 
 
 @dataclass(slots=True)

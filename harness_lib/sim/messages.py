@@ -8,10 +8,12 @@ execDetails) follow tables A-D of shared/docs/ib-wire-protocol.md field by field
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .market import Instrument
+
+if TYPE_CHECKING:
+    from .broker import Execution
 
 # Message ids (server -> client).
 TICK_PRICE = 1
@@ -36,6 +38,8 @@ MARKET_DATA_TYPE = 58
 COMMISSION_REPORT = 59
 POSITION_DATA = 61
 POSITION_END = 62
+ACCOUNT_SUMMARY = 63
+ACCOUNT_SUMMARY_END = 64
 ACCOUNT_UPDATE_MULTI = 73
 ACCOUNT_UPDATE_MULTI_END = 74
 TICK_REQ_PARAMS = 81
@@ -98,7 +102,7 @@ def error(req_id: int, code: int, text: str) -> list[Any]:
     return [ERR_MSG, 2, req_id, code, text, ""]
 
 
-def contract_details(req_id: int, inst: Instrument) -> list[Any]:
+def contract_details(req_id: int, inst: Instrument, sv: int) -> list[Any]:
     """contractDetails (msg 10), 40 fields with no secIds (table C)."""
     is_stk = inst.sec_type == "STK"
     order_types = "ACTIVETIM,AD,ADJUST,ALERT,ALLOC,DAY,GTC,IOC,LMT,MKT,STP,STPLMT,TRAIL"
@@ -148,7 +152,7 @@ def contract_details(req_id: int, inst: Instrument) -> list[Any]:
     ]
 
 
-def open_order(o: OrderView) -> list[Any]:
+def open_order(o: OrderView, sv: int) -> list[Any]:
     """openOrder (msg 5), 127 fields for a plain order (table A)."""
     f: list[Any] = [OPEN_ORDER, o.order_id, *contract_fields(o.inst)]
     f += [o.action, _qty(o.quantity), o.order_type, o.lmt_price, o.aux_price, o.tif]
@@ -171,7 +175,7 @@ def open_order(o: OrderView) -> list[Any]:
     return f
 
 
-def completed_order(o: OrderView) -> list[Any]:
+def completed_order(o: OrderView, sv: int) -> list[Any]:
     """completedOrder (msg 101), 96 fields for a plain order (table B)."""
     f: list[Any] = [COMPLETED_ORDER, *contract_fields(o.inst)]
     f += [o.action, _qty(o.quantity), o.order_type, o.lmt_price, o.aux_price, o.tif]
@@ -205,7 +209,9 @@ def completed_order(o: OrderView) -> list[Any]:
     return f
 
 
-def order_status(o: OrderView, last_fill_price: float = 0.0, avg_fill_price: float = 0.0) -> list:
+def order_status(
+    o: OrderView, sv: int, last_fill_price: float = 0.0, avg_fill_price: float = 0.0
+) -> list[Any]:
     """orderStatus (msg 3), no version field."""
     return [
         ORDER_STATUS,
@@ -223,35 +229,26 @@ def order_status(o: OrderView, last_fill_price: float = 0.0, avg_fill_price: flo
     ]
 
 
-def exec_details(
-    req_id: int,
-    o: OrderView,
-    *,
-    exec_id: str,
-    when: datetime,
-    shares: float,
-    price: float,
-    cum_qty: float,
-    avg_price: float,
-) -> list[Any]:
+def exec_details(req_id: int, e: Execution, sv: int) -> list[Any]:
     """execDetails (msg 11), 32 fields (table D); reqId -1 for live fills."""
+    o = e.order
     return [
         EXECUTION_DATA,
         req_id,
         o.order_id,
         *contract_fields(o.inst),
-        exec_id,
-        when.strftime("%Y%m%d %H:%M:%S") + " UTC",
+        e.exec_id,
+        e.time.strftime("%Y%m%d %H:%M:%S") + " UTC",
         o.account,
         o.inst.exchange if o.inst.exchange != "SMART" else (o.inst.primary_exchange or "ISLAND"),
         "BOT" if o.action == "BUY" else "SLD",
-        _qty(shares),
-        price,
+        _qty(e.shares),
+        e.price,
         o.perm_id,
         o.client_id,
         0,
-        _qty(cum_qty),
-        avg_price,
+        _qty(e.cum_qty),
+        e.avg_price,
         o.order_ref,
         "",
         "",
