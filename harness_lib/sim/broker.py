@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import itertools
 import math
+import secrets
+import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -126,6 +128,20 @@ class PositionState:
     realized: float = 0.0
 
 
+PERM_ID_FLOOR = 1_000_000_000
+PERM_ID_SPAN = 1_000_000_000
+"""permIds stay in [1e9, 2e9): below 2**31, as clients at server version <= 178 hold them
+in 32 bits, and in the range recorded gateways use (e.g. 1376327563)."""
+
+
+def _perm_id_base(now: float) -> int:
+    """Where an instance's permIds start: a clock in eighths of a second, so instances
+    started one after another never reuse each other's ids (an instance would have to
+    place more than 8 orders a second for its whole life to reach the next one's start),
+    plus a random offset for instances started in the same instant."""
+    return PERM_ID_FLOOR + (int(now * 8) + secrets.randbelow(4096)) % PERM_ID_SPAN
+
+
 class Broker:
     """Orders, executions and positions across every account of the simulated gateway."""
 
@@ -136,8 +152,13 @@ class Broker:
         self.positions: dict[tuple[str, int], PositionState] = {}
         self.instruments: dict[int, Instrument] = {}
         self.cash = {a: starting_cash for a in self.accounts}
-        self._perm_ids = itertools.count(1_000_001)
-        self._exec_seq = itertools.count(1)
+        now = time.time()
+        self._perm_ids = itertools.count(_perm_id_base(now))
+        # execId "iiiiiiii.ssssssss.01.01": an instance prefix (random, like the gateway
+        # prefix in recorded ids), then a per-fill number starting at this instance's
+        # start time in hex seconds (so it reads as a recent date, as IB's part 2 does).
+        self._exec_prefix = secrets.token_hex(4)
+        self._exec_seq = itertools.count(int(now))
         self.next_order_id = 1
 
     def new_perm_id(self) -> int:
@@ -175,7 +196,7 @@ class Broker:
         commission = commission_for(inst, shares, price)
         realized = self._apply_position(view.account, inst, view.action, shares, price, commission)
         seq = next(self._exec_seq)
-        exec_id = f"0000e0d5.{view.perm_id:08x}.{seq:02d}.01"
+        exec_id = f"{self._exec_prefix}.{seq & 0xFFFFFFFF:08x}.01.01"
         mult = inst.point_value
         sign = -1 if view.action == "BUY" else 1
         self.cash[view.account] = (
