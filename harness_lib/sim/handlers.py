@@ -189,7 +189,7 @@ def contract_details(s: Session, r: Request) -> None:
         s.error(req_id, 200, "No security definition has been found for the request")
         return
     for inst in matches:
-        s.send(m.contract_details(req_id, inst, s.server_version))
+        s.send(m.contract_details(req_id, inst, s.server_version, s.gw.hours(inst)))
     s.send([m.CONTRACT_DATA_END, 1, req_id])
 
 

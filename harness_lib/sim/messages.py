@@ -1,8 +1,11 @@
-"""Server-to-client message layouts at server version 178, as ib_async 2.1 decodes them.
+"""Server-to-client message layouts for every server version from 157 to 178.
 
-One function per message, returning the ordered field list; ``wire.frame`` turns it
-into bytes. The long layouts (openOrder, completedOrder, contractDetails,
-execDetails) follow tables A-D of shared/docs/ib-wire-protocol.md field by field.
+One function per message, returning the ordered field list for the negotiated server
+version ``sv``; ``wire.frame`` turns it into bytes. The long layouts (openOrder,
+completedOrder, contractDetails, execDetails) follow tables A-D of
+shared/docs/ib-wire-protocol.md field by field at 178 and branch at IB's thresholds
+below it (the ``V_*`` constants, named after ibapi's ``MIN_SERVER_VER_*``), as both IB's
+official decoder and ib_async's read them.
 """
 
 from __future__ import annotations
@@ -14,6 +17,26 @@ from .market import Instrument
 
 if TYPE_CHECKING:
     from .broker import Execution
+
+# Server versions at which a layout the simulator sends changes (ibapi server_versions.py).
+V_DURATION = 158
+"""openOrder + duration (IB's decoder reads it from 158, ib_async from 159; at 158 ib_async
+ignores the extra trailing field)."""
+V_POST_TO_ATS = 160
+V_AUTO_CANCEL_PARENT = 162
+V_SIZE_RULES_163 = 163
+"""contractDetails: one size field (sizeMinTick, read as suggestedSizeIncrement) at exactly 163."""
+V_SIZE_RULES = 164
+"""contractDetails loses its version and mdSizeMultiplier, gains minSize, sizeIncrement and
+suggestedSizeIncrement."""
+V_ADVANCED_ORDER_REJECT = 166
+"""error gains advancedOrderRejectJson."""
+V_PEGBEST_PEGMID_OFFSETS = 170
+"""openOrder and completedOrder gain 5 PEG BEST/MID fields."""
+V_FA_PROFILE_DESUPPORT = 177
+"""openOrder and completedOrder lose faProfile."""
+V_PENDING_PRICE_REVISION = 178
+"""execDetails gains pendingPriceRevision."""
 
 # Message ids (server -> client).
 TICK_PRICE = 1
@@ -73,6 +96,29 @@ class OrderView:
     completed_status: str = ""
 
 
+@dataclass(slots=True)
+class OrderStateView:
+    """The what-if answer: margin before/change/after and the commission of an order."""
+
+    init_before: float
+    maint_before: float
+    equity_before: float
+    init_change: float
+    maint_change: float
+    commission: float
+
+    def margins(self) -> list[str]:
+        """The 9 margin strings: before x3, change x3, after x3 (init, maint, equity)."""
+        after = (
+            self.init_before + self.init_change,
+            self.maint_before + self.maint_change,
+            self.equity_before,
+        )
+        before = (self.init_before, self.maint_before, self.equity_before)
+        change = (self.init_change, self.maint_change, 0.0)
+        return [f"{v:.2f}" for v in (*before, *change, *after)]
+
+
 def contract_fields(inst: Instrument) -> list[Any]:
     """The 11 contract fields used by openOrder, completedOrder, execDetails and position:
     conId, symbol, secType, lastTradeDate, strike, right, multiplier, exchange,
@@ -97,19 +143,23 @@ def _qty(q: float) -> str:
     return str(int(q)) if float(q).is_integer() else repr(float(q))
 
 
-def error(req_id: int, code: int, text: str) -> list[Any]:
-    """Error/notice (msg 4): six fields at >= 166 (advancedOrderRejectJson may be empty)."""
-    return [ERR_MSG, 2, req_id, code, text, ""]
+def error(req_id: int, code: int, text: str, sv: int) -> list[Any]:
+    """Error/notice (msg 4): six fields at >= 166 (advancedOrderRejectJson may be empty),
+    five below."""
+    if sv >= V_ADVANCED_ORDER_REJECT:
+        return [ERR_MSG, 2, req_id, code, text, ""]
+    return [ERR_MSG, 2, req_id, code, text]
 
 
-def contract_details(req_id: int, inst: Instrument, sv: int) -> list[Any]:
-    """contractDetails (msg 10), 40 fields with no secIds (table C)."""
+def contract_details(req_id: int, inst: Instrument, sv: int, hours: tuple[str, str]) -> list[Any]:
+    """contractDetails (msg 10), 40 fields with no secIds at >= 163 (table C), 39 below;
+    ``hours`` is (tradingHours, liquidHours) from ``trading_hours.hours``."""
     is_stk = inst.sec_type == "STK"
     order_types = "ACTIVETIM,AD,ADJUST,ALERT,ALLOC,DAY,GTC,IOC,LMT,MKT,STP,STPLMT,TRAIL"
     valid_ex = "SMART,NASDAQ,NYSE,ARCA,BATS,IEX" if is_stk else inst.exchange
-    hours = "20261123:0930-20261123:1600;20261124:0930-20261124:1600"
-    return [
-        CONTRACT_DATA,
+    head: list[Any] = [CONTRACT_DATA] if sv >= V_SIZE_RULES else [CONTRACT_DATA, 8]
+    f = [
+        *head,
         req_id,
         inst.symbol,
         inst.sec_type,
@@ -123,6 +173,10 @@ def contract_details(req_id: int, inst: Instrument, sv: int) -> list[Any]:
         inst.trading_class,
         inst.con_id,
         inst.min_tick,
+    ]
+    if sv < V_SIZE_RULES:
+        f.append(1)  # mdSizeMultiplier
+    f += [
         inst.multiplier,
         order_types,
         valid_ex,
@@ -135,8 +189,8 @@ def contract_details(req_id: int, inst: Instrument, sv: int) -> list[Any]:
         "",
         "",
         inst.time_zone,
-        hours,
-        hours,
+        hours[0],
+        hours[1],
         "",  # evRule
         0,  # evMultiplier
         0,  # numSecIds
@@ -146,32 +200,48 @@ def contract_details(req_id: int, inst: Instrument, sv: int) -> list[Any]:
         "26" if is_stk else "",
         inst.expiry,
         "COMMON" if is_stk else "",
-        "1",  # minSize
-        "1",  # sizeIncrement
-        "1",  # suggestedSizeIncrement
     ]
+    if sv == V_SIZE_RULES_163:
+        f.append("1")  # sizeMinTick
+    elif sv >= V_SIZE_RULES:
+        f += ["1", "1", "1"]  # minSize, sizeIncrement, suggestedSizeIncrement
+    return f
 
 
-def open_order(o: OrderView, sv: int) -> list[Any]:
-    """openOrder (msg 5), 127 fields for a plain order (table A)."""
+def open_order(o: OrderView, sv: int, state: OrderStateView | None = None) -> list[Any]:
+    """openOrder (msg 5) for a plain order: 127 fields at 178 (table A), 128 at 170-176,
+    123 at 162-169, 120 at 157. ``state`` fills the what-if margin and commission block."""
     f: list[Any] = [OPEN_ORDER, o.order_id, *contract_fields(o.inst)]
     f += [o.action, _qty(o.quantity), o.order_type, o.lmt_price, o.aux_price, o.tif]
     f += ["", o.account, "O", 0, o.order_ref, o.client_id, o.perm_id]  # ocaGroup..permId
     f += [0, 0, 0, "", "", "", "", ""]  # outsideRth..faPercentage (idx 26-33)
+    if sv < V_FA_PROFILE_DESUPPORT:
+        f.append("")  # faProfile
     f += ["", "", "", "", "", 0, "", -1, 0]  # modelCode..auctionStrategy (34-42)
     f += ["", "", "", "", "", "", 0, 0, 0, "", 3, 0, 0, ""]  # startingPrice..nbboPriceCap (43-56)
     f += [o.parent_id, 0, "", 0, "", ""]  # parentId..deltaNeutralAuxPrice (57-62)
     f += [0, 0, "", "", "", "", ""]  # continuousUpdate..comboLegsDescrip (63-69)
     f += [0, 0, 0]  # numComboLegs, numOrderComboLegs, numSmartComboRoutingParams
     f += ["", "", ""]  # scale fields (73-75)
-    f += ["", 0, "", "", 0, 0, "", 0, 0]  # hedgeType..whatIf (76-84)
-    f += [o.status] + [""] * 9  # status + margin fields (85-94)
-    f += ["", "", "", "", ""]  # commission..warningText (95-99)
+    f += ["", 0, "", "", 0, 0, "", 0, int(state is not None)]  # hedgeType..whatIf (76-84)
+    if state is None:
+        f += [o.status] + [""] * 9  # status + margin fields (85-94)
+        f += ["", "", "", "", ""]  # commission..warningText (95-99)
+    else:
+        f += [o.status, *state.margins()]
+        f += [state.commission, state.commission, state.commission, "USD", ""]
     f += [0, 0, 0]  # randomizeSize, randomizePrice, numConditions (100-102)
     f += ["", "", "", "", "", "", "", 0]  # adjustedOrderType..adjustableTrailingUnit (103-110)
     f += ["", "", "", ""]  # softDollarTier x3, cashQty (111-114)
     f += [0, 0, 0, 0]  # dontUseAutoPriceForHedge..usePriceMgmtAlgo (115-118)
-    f += ["", "", 0, "", "", "", "", ""]  # duration..midOffsetAtHalf (119-126)
+    if sv >= V_DURATION:
+        f.append("")  # duration (119)
+    if sv >= V_POST_TO_ATS:
+        f.append("")  # postToAts (120)
+    if sv >= V_AUTO_CANCEL_PARENT:
+        f.append(0)  # autoCancelParent (121)
+    if sv >= V_PEGBEST_PEGMID_OFFSETS:
+        f += ["", "", "", "", ""]  # minTradeQty..midOffsetAtHalf (122-126)
     return f
 
 
@@ -181,6 +251,8 @@ def completed_order(o: OrderView, sv: int) -> list[Any]:
     f += [o.action, _qty(o.quantity), o.order_type, o.lmt_price, o.aux_price, o.tif]
     f += ["", o.account, "O", 0, o.order_ref, o.perm_id]  # ocaGroup..permId (18-23)
     f += [0, 0, 0, "", "", "", ""]  # outsideRth..faPercentage (24-30)
+    if sv < V_FA_PROFILE_DESUPPORT:
+        f.append("")  # faProfile
     f += ["", "", "", "", "", 0, "", -1]  # modelCode..exemptCode (31-38)
     f += [
         "",
@@ -205,7 +277,8 @@ def completed_order(o: OrderView, sv: int) -> list[Any]:
     f += [o.status, 0, 0, 0]  # status, randomizeSize, randomizePrice, numConditions (72-75)
     f += ["", "", "", 0, 0, "", _qty(o.filled), 0, 0, "", 0, 0, 0]  # (76-88)
     f += [o.completed_time, o.completed_status]  # (89-90)
-    f += ["", "", "", "", ""]  # (91-95)
+    if sv >= V_PEGBEST_PEGMID_OFFSETS:
+        f += ["", "", "", "", ""]  # (91-95)
     return f
 
 
@@ -230,7 +303,7 @@ def order_status(
 
 
 def exec_details(req_id: int, e: Execution, sv: int) -> list[Any]:
-    """execDetails (msg 11), 32 fields (table D); reqId -1 for live fills."""
+    """execDetails (msg 11), 32 fields at 178 (table D), 31 below; reqId -1 for live fills."""
     o = e.order
     return [
         EXECUTION_DATA,
@@ -254,8 +327,8 @@ def exec_details(req_id: int, e: Execution, sv: int) -> list[Any]:
         "",
         "",
         2,  # lastLiquidity: removed liquidity
-        0,
-    ]
+        0,  # pendingPriceRevision (dropped below 178)
+    ][: None if sv >= V_PENDING_PRICE_REVISION else -1]
 
 
 def commission_report(

@@ -28,6 +28,7 @@ from typing import Any
 
 from . import handlers as _handlers  # noqa: F401  (registers the request handlers)
 from . import messages as m
+from . import trading_hours
 from .broker import Broker, Execution, SimOrder, marketable_price
 from .faults import FaultEngine
 from .market import Catalogue, Instrument, Quote, QuoteModel, build_catalogue
@@ -312,6 +313,15 @@ class PaperGateway:
             qm = QuoteModel(inst, random.Random(f"{self.seed}:{inst.con_id}"))
             self.models[inst.con_id] = qm
         return qm
+
+    def now(self) -> datetime:
+        """The gateway's clock (the wall clock shifted by ``clock_offset``)."""
+        return datetime.now(UTC) + self.clock_offset_td
+
+    def hours(self, inst: Instrument) -> tuple[str, str]:
+        """(tradingHours, liquidHours) of an instrument from the gateway clock; the
+        market_closed fault closes today."""
+        return trading_hours.hours(inst, self.now(), closed_today=self.faults.market_closed())
 
     def marks(self) -> dict[int, float]:
         """Current mid price per conId that has a quote."""

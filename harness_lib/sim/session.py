@@ -177,7 +177,7 @@ class Session(asyncio.Protocol):
 
     def error(self, req_id: int, code: int, text: str) -> None:
         """Send an error/notice message."""
-        self.send(m.error(req_id, code, text))
+        self.send(m.error(req_id, code, text, self.server_version))
 
     async def drain(self) -> None:
         """Wait while the socket's write buffer is over the high-water mark."""
