@@ -219,7 +219,7 @@ def mkt_data(s: Session, r: Request) -> None:
         )
         s.error(req_id, 200, text)
         return
-    s.gw.subscribe(s, req_id, matches[0], r["snapshot"])
+    s.gw.subscribe(s, req_id, matches[0], r["snapshot"], frozenset(r["generic_ticks"]))
 
 
 @handles(2)

@@ -375,3 +375,74 @@ def portfolio_value(
         round(realized, 4),
         account,
     ]
+
+
+# --- more server -> client messages (layouts identical across 157..178) ------------------------
+TICK_GENERIC = 45
+TICK_STRING = 46
+MARKET_DEPTH = 12
+MARKET_DEPTH_L2 = 13
+HISTORICAL_DATA = 17
+SOFT_DOLLAR_TIERS = 77
+FAMILY_CODES = 78
+SYMBOL_SAMPLES = 79
+MKT_DEPTH_EXCHANGES = 80
+NEWS_PROVIDERS = 85
+HEAD_TIMESTAMP = 88
+HISTORICAL_DATA_UPDATE = 90
+MARKET_RULE = 93
+PNL = 94
+PNL_SINGLE = 95
+TICK_BY_TICK = 99
+USER_INFO = 107
+
+V_BOND_ISSUERID = 176
+"""symbolSamples gains description and issuerId per contract."""
+
+
+def historical_data(req_id: int, start: str, end: str, bars: list[list[Any]]) -> list[Any]:
+    """historicalData (msg 17) at >= 124: no version, no hasGaps; each bar is
+    date, open, high, low, close, volume, wap, barCount. The message itself ends the data."""
+    f: list[Any] = [HISTORICAL_DATA, req_id, start, end, len(bars)]
+    for b in bars:
+        f += b
+    return f
+
+
+def historical_data_update(req_id: int, bar: list[Any]) -> list[Any]:
+    """historicalDataUpdate (msg 90): barCount, date, open, close, high, low, wap, volume
+    (close before high, as IB sends it); ``bar`` is in historicalData order."""
+    date_, open_, high, low, close, volume, wap, count = bar
+    return [HISTORICAL_DATA_UPDATE, req_id, count, date_, open_, close, high, low, wap, volume]
+
+
+def pnl(req_id: int, daily: float, unrealized: float, realized: float) -> list[Any]:
+    """pnl (msg 94) at >= 135: reqId, dailyPnL, unrealizedPnL, realizedPnL (no version)."""
+    return [PNL, req_id, round(daily, 2), round(unrealized, 2), round(realized, 2)]
+
+
+def pnl_single(
+    req_id: int, pos: float, daily: float, unrealized: float, realized: float, value: float
+) -> list[Any]:
+    """pnlSingle (msg 95) at >= 135: reqId, pos, daily, unrealized, realized, value."""
+    return [
+        PNL_SINGLE, req_id, _qty(pos), round(daily, 2), round(unrealized, 2),
+        round(realized, 2), round(value, 2),
+    ]  # fmt: skip
+
+
+def symbol_samples(req_id: int, insts: list[Instrument], sv: int) -> list[Any]:
+    """symbolSamples (msg 79): per contract conId, symbol, secType, primaryExchange,
+    currency, derivative sec types, and from 176 description and issuerId."""
+    f: list[Any] = [SYMBOL_SAMPLES, req_id, len(insts)]
+    for i in insts:
+        f += [i.con_id, i.symbol, i.sec_type, i.primary_exchange or i.exchange, i.currency, 0]
+        if sv >= V_BOND_ISSUERID:
+            f += [i.long_name, ""]
+    return f
+
+
+def tick_by_tick(req_id: int, tick_type: int, when: int, values: list[Any]) -> list[Any]:
+    """tickByTick (msg 99): reqId, tickType (1 Last, 2 AllLast, 3 BidAsk, 4 MidPoint), time,
+    then the type's fields."""
+    return [TICK_BY_TICK, req_id, tick_type, when, *values]

@@ -35,7 +35,7 @@ from .market import Catalogue, Instrument, Quote, QuoteModel, build_catalogue
 from .messages import OrderView
 from .requests import Request, match_args
 from .scenarios import Scenario, ScenarioParams
-from .session import Session, Subscription
+from .session import HALTED, LAST_TIMESTAMP, RT_VOLUME, SHORTABLE, Session, Subscription
 from .truth import GroundTruth, ReceivedOrder
 
 log = logging.getLogger("harness_lib.sim")
@@ -339,8 +339,23 @@ class PaperGateway:
             return self.catalogue.by_con_id[key]
         return next(i for i in self.catalogue.instruments if key in (i.symbol, i.local_symbol))
 
-    def subscribe(self, s: Session, req_id: int, inst: Instrument, snapshot: bool) -> None:
+    def subscribe(
+        self,
+        s: Session,
+        req_id: int,
+        inst: Instrument,
+        snapshot: bool,
+        generic: frozenset[str] = frozenset(),
+    ) -> None:
         """Start a market data stream per the active faults and the client's data type."""
+        if snapshot and generic:
+            s.error(
+                req_id,
+                321,
+                "Error validating request.-'bO' : cause - Snapshot market data subscription "
+                "is not applicable to generic ticks",
+            )
+            return
         refusal, delayed, frozen = self.faults.market_data_mode(s.market_data_type, inst.subscribed)
         if refusal == "not_subscribed":
             s.error(
@@ -357,7 +372,7 @@ class PaperGateway:
                 "Requested market data is not subscribed. Displaying delayed market data.",
             )
         mdt = (4 if frozen else 3) if delayed else (2 if frozen else 1)
-        sub = Subscription(req_id, inst, snapshot, delayed, frozen)
+        sub = Subscription(req_id, inst, snapshot, delayed, frozen, generic)
         old = s.subs.pop(req_id, None)
         if old and old.task:
             old.task.cancel()
@@ -410,13 +425,38 @@ class PaperGateway:
                 s.subs.pop(sub.req_id, None)
 
     def _send_quote(self, s: Session, sub: Subscription, q: Quote, *, full: bool) -> None:
+        """One quote update. The first carries IB's whole default set: bid, ask, last, their
+        sizes, volume, prior close, open, high, low, last-trade time (45) and halted (49);
+        later ones carry what changed. Generic ticks 233 (RTVolume) and 236 (shortable)
+        go out when asked for."""
+        qm = self.model(sub.inst)
         s.send_tick(sub, "bid", q.bid, q.bid_size)
         s.send_tick(sub, "ask", q.ask, q.ask_size)
         if full or self.rng.random() < 0.5:
             s.send_tick(sub, "last", q.last, q.last_size)
             s.send_tick(sub, "volume", None, q.volume)
+            s.send_extra(sub, LAST_TIMESTAMP, m.TICK_STRING, str(int(qm.last_time)))
+            if "233" in sub.generic:
+                vwap = round((qm.high + qm.low + q.last) / 3, sub.inst.decimals + 2)
+                s.send_extra(
+                    sub,
+                    RT_VOLUME,
+                    m.TICK_STRING,
+                    f"{q.last};{q.last_size};{int(qm.last_time * 1000)};{q.volume};{vwap};true",
+                )
         if full:
-            s.send_tick(sub, "close", q.last, 0)
+            s.send_tick(sub, "close", qm.open, 0)
+            s.send_tick(sub, "open", qm.open, 0)
+            s.send_extra(sub, HALTED, m.TICK_GENERIC, 0.0)
+            if "236" in sub.generic:
+                s.send_extra(sub, SHORTABLE, m.TICK_GENERIC, 3.0)
+                s.send_tick(sub, "shortableShares", None, 100_000)
+        if full or sub.high != qm.high:
+            sub.high = qm.high
+            s.send_tick(sub, "high", qm.high, 0)
+        if full or sub.low != qm.low:
+            sub.low = qm.low
+            s.send_tick(sub, "low", qm.low, 0)
 
     # --- orders --------------------------------------------------------------------------------
     def handle_order(self, s: Session, r: Request) -> None:

@@ -45,7 +45,21 @@ TICK_IDS = {
     "lastSize": (5, 71),
     "volume": (8, 74),
     "close": (9, 75),
+    "high": (6, 72),
+    "low": (7, 73),
+    "open": (14, 76),
+    "shortableShares": (89, 89),
 }
+LAST_TIMESTAMP = (45, 88)
+"""tickString: time of the last trade in epoch seconds (live, delayed)."""
+HALTED = (49, 90)
+"""tickGeneric: 0 not halted, 1 halted (live, delayed)."""
+RT_VOLUME = 48
+"""tickString for generic tick 233: 'price;size;ms;dayVolume;vwap;singleMM'."""
+SHORTABLE = 46
+"""tickGeneric for generic tick 236: > 2.5 means at least 1000 shares are available."""
+SHORTABLE_SHARES = 89
+"""tickSize for generic tick 236: shares available to short."""
 
 Handler = Callable[["Session", Request], None]
 HANDLERS: dict[int, Handler] = {}
@@ -61,7 +75,12 @@ class Subscription:
     snapshot: bool
     delayed: bool
     frozen: bool
+    generic: frozenset[str] = frozenset()
+    """Generic tick ids the client asked for (e.g. '233', '236')."""
     started: float = field(default_factory=time.monotonic)
+    high: float | None = None
+    low: float | None = None
+    """The session high and low last sent (ticks 6/7 go out when they change)."""
     first_sent: float | None = None
     task: asyncio.Task[None] | None = None
 
@@ -174,6 +193,14 @@ class Session(asyncio.Protocol):
                     size,
                 )
             )
+
+    def send_extra(
+        self, sub: Subscription, kind: tuple[int, int] | int, msg: int, value: Any
+    ) -> None:
+        """Send a tickString (46) or tickGeneric (45) of a subscription; ``kind`` is a tick
+        id or a (live, delayed) pair."""
+        tick_type = kind if isinstance(kind, int) else kind[1 if sub.delayed else 0]
+        self.send([msg, 6, sub.req_id, tick_type, value])
 
     def error(self, req_id: int, code: int, text: str) -> None:
         """Send an error/notice message."""
