@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from .market import Instrument, Quote
-from .messages import OrderView
+from .messages import OrderStateView, OrderView
 from .scenarios import Scenario
 
 ACTIVE = ("PreSubmitted", "Submitted")
@@ -151,6 +151,7 @@ class Broker:
         self.executions: list[Execution] = []
         self.positions: dict[tuple[str, int], PositionState] = {}
         self.instruments: dict[int, Instrument] = {}
+        self.starting_cash = starting_cash
         self.cash = {a: starting_cash for a in self.accounts}
         now = time.time()
         self._perm_ids = itertools.count(_perm_id_base(now))
@@ -281,3 +282,169 @@ class Broker:
             "BuyingPower": round(max(net_liq, 0) * 4, 2),
             "AvailableFunds": round(max(net_liq - gross * 0.25, 0), 2),
         }
+
+
+MARGIN_RATES = {"STK": (0.50, 0.25), "FUT": (0.06, 0.05), "CASH": (0.03, 0.025)}
+"""(initial, maintenance) margin as a share of position value: Reg T for stocks, roughly
+CME's rates for equity-index futures and IB's for major FX pairs."""
+
+SUMMARY_TAGS = (
+    "AccountType", "NetLiquidation", "TotalCashValue", "SettledCash", "AccruedCash",
+    "BuyingPower", "EquityWithLoanValue", "PreviousDayEquityWithLoanValue",
+    "GrossPositionValue", "RegTEquity", "RegTMargin", "SMA", "InitMarginReq",
+    "MaintMarginReq", "AvailableFunds", "ExcessLiquidity", "Cushion", "FullInitMarginReq",
+    "FullMaintMarginReq", "FullAvailableFunds", "FullExcessLiquidity", "LookAheadNextChange",
+    "LookAheadInitMarginReq", "LookAheadMaintMarginReq", "LookAheadAvailableFunds",
+    "LookAheadExcessLiquidity", "HighestSeverity", "DayTradesRemaining",
+    "DayTradesRemainingT+1", "DayTradesRemainingT+2", "DayTradesRemainingT+3",
+    "DayTradesRemainingT+4", "Leverage",
+)  # fmt: skip
+"""The account summary tags IB documents (CAMPUS 14.01.02), in ib_async's request order."""
+
+TAG_ALIASES = {
+    "PreviousEquityWithLoanValue": "PreviousDayEquityWithLoanValue",
+    "ReqTEquity": "RegTEquity",
+    "ReqTMargin": "RegTMargin",
+}
+"""Other spellings in IB's own sources (ibapi's AccountSummaryTags), answered under the
+name the client asked for."""
+
+LEDGER_KEYS = (
+    "CashBalance", "TotalCashBalance", "AccruedCash", "StockMarketValue", "FuturesPNL",
+    "NetLiquidationByCurrency", "UnrealizedPnL", "RealizedPnL", "ExchangeRate",
+)  # fmt: skip
+"""$LEDGER rows (per currency; the simulator's only currency is USD)."""
+
+
+def _margin(inst: Instrument, value: float) -> tuple[float, float]:
+    init, maint = MARGIN_RATES.get(inst.sec_type, MARGIN_RATES["STK"])
+    return abs(value) * init, abs(value) * maint
+
+
+def _account_state(broker: Broker, account: str, marks: dict[int, float]) -> dict[str, float]:
+    """Cash, values, P&L and margins of one account at the marks."""
+    cash = broker.cash.get(account, 0.0)
+    gross = unreal = realized = stock = fut_pnl = 0.0
+    init = maint = 0.0
+    net_positions = 0.0
+    for _, inst, pos in broker.position_rows(account):
+        mark = marks.get(inst.con_id, pos.avg_price)
+        value = pos.qty * mark * inst.point_value
+        gross += abs(value)
+        net_positions += value
+        upnl = pos.qty * (mark - pos.avg_price) * inst.point_value
+        unreal += upnl
+        realized += pos.realized
+        if inst.sec_type == "STK":
+            stock += value
+        if inst.sec_type == "FUT":
+            fut_pnl += upnl
+        i, mnt = _margin(inst, value)
+        init += i
+        maint += mnt
+    net_liq = cash + net_positions
+    return {
+        "cash": cash, "net_liq": net_liq, "gross": gross, "unreal": unreal,
+        "realized": realized, "stock": stock, "fut_pnl": fut_pnl, "init": init, "maint": maint,
+    }  # fmt: skip
+
+
+def account_summary(
+    broker: Broker, account: str, marks: dict[int, float], tags: list[str]
+) -> list[tuple[str, str, str]]:
+    """(tag, value, currency) rows of reqAccountSummary for the requested tags, in request
+    order; ``$LEDGER``, ``$LEDGER:USD`` and ``$LEDGER:ALL`` give the per-currency rows.
+    Unknown tags are left out, as IB leaves them out."""
+    st = _account_state(broker, account, marks)
+    nl, gross = st["net_liq"], st["gross"]
+    avail = nl - st["init"]
+    excess = nl - st["maint"]
+    money = {
+        "NetLiquidation": nl, "TotalCashValue": st["cash"], "SettledCash": st["cash"],
+        "AccruedCash": 0.0, "BuyingPower": max(avail, 0.0) * 4,
+        "EquityWithLoanValue": nl, "PreviousDayEquityWithLoanValue": broker.starting_cash,
+        "GrossPositionValue": gross, "RegTEquity": nl, "RegTMargin": st["init"],
+        "SMA": max(nl - st["init"], 0.0), "InitMarginReq": st["init"],
+        "MaintMarginReq": st["maint"], "AvailableFunds": avail, "ExcessLiquidity": excess,
+        "FullInitMarginReq": st["init"], "FullMaintMarginReq": st["maint"],
+        "FullAvailableFunds": avail, "FullExcessLiquidity": excess,
+        "LookAheadInitMarginReq": st["init"], "LookAheadMaintMarginReq": st["maint"],
+        "LookAheadAvailableFunds": avail, "LookAheadExcessLiquidity": excess,
+    }  # fmt: skip
+    plain = {
+        "AccountType": "INDIVIDUAL",
+        "Cushion": f"{excess / nl:.6f}" if nl else "0",
+        "LookAheadNextChange": "0",
+        "HighestSeverity": "0",
+        "Leverage": f"{gross / nl:.2f}" if nl else "0",
+        **{t: "-1" for t in SUMMARY_TAGS if t.startswith("DayTradesRemaining")},
+    }
+    ledger = {
+        "CashBalance": st["cash"], "TotalCashBalance": st["cash"], "AccruedCash": 0.0,
+        "StockMarketValue": st["stock"], "FuturesPNL": st["fut_pnl"],
+        "NetLiquidationByCurrency": nl, "UnrealizedPnL": st["unreal"],
+        "RealizedPnL": st["realized"], "ExchangeRate": 1.0,
+    }  # fmt: skip
+    rows: list[tuple[str, str, str]] = []
+    for tag in tags:
+        name = TAG_ALIASES.get(tag, tag)
+        if name in money:
+            rows.append((tag, f"{money[name]:.2f}", "USD"))
+        elif name in plain:
+            rows.append((tag, plain[name], ""))
+        elif tag.upper().startswith("$LEDGER"):
+            which = tag.upper().partition(":")[2] or "BASE"
+            currencies = ["BASE", "USD"] if which == "ALL" else [which]
+            for cur in currencies:
+                if cur not in ("BASE", "USD"):
+                    continue
+                rows += [(k, f"{v:.2f}", cur) for k, v in ledger.items()]
+    return rows
+
+
+def pnl(broker: Broker, account: str, marks: dict[int, float]) -> tuple[float, float, float]:
+    """reqPnL: (daily, unrealized, realized) of the account. The simulated trading day
+    starts with the gateway, so daily P&L is everything since then."""
+    st = _account_state(broker, account, marks)
+    return st["unreal"] + st["realized"], st["unreal"], st["realized"]
+
+
+def pnl_single(
+    broker: Broker, account: str, inst: Instrument, marks: dict[int, float]
+) -> tuple[float, float, float, float, float]:
+    """reqPnLSingle: (position, daily, unrealized, realized, value) of one contract; zeros
+    for a contract the account never held."""
+    pos = broker.positions.get((account, inst.con_id))
+    if pos is None:
+        return 0.0, 0.0, 0.0, 0.0, 0.0
+    mark = marks.get(inst.con_id, pos.avg_price)
+    unreal = pos.qty * (mark - pos.avg_price) * inst.point_value
+    return pos.qty, unreal + pos.realized, unreal, pos.realized, pos.qty * mark * inst.point_value
+
+
+def what_if(
+    broker: Broker,
+    account: str,
+    inst: Instrument,
+    action: str,
+    qty: float,
+    price: float,
+    marks: dict[int, float],
+) -> OrderStateView:
+    """The what-if answer for an order: margins before and their change, and commission.
+    Nothing in the broker changes."""
+    st = _account_state(broker, account, marks)
+    pos = broker.positions.get((account, inst.con_id))
+    held = pos.qty if pos else 0.0
+    signed = qty if action == "BUY" else -qty
+    mark = marks.get(inst.con_id, price)
+    before = _margin(inst, held * mark * inst.point_value)
+    after = _margin(inst, (held + signed) * mark * inst.point_value)
+    return OrderStateView(
+        init_before=st["init"],
+        maint_before=st["maint"],
+        equity_before=st["net_liq"],
+        init_change=after[0] - before[0],
+        maint_change=after[1] - before[1],
+        commission=commission_for(inst, qty, price),
+    )

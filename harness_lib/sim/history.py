@@ -54,8 +54,9 @@ MINUTE_SIGMA = 11.0
 probability 1/2, four times a second, is sqrt(120) ~ 11 ticks a minute)."""
 CHUNK = 1440
 """Minutes per seeded chunk of the synthetic path (one day)."""
-HEAD_YEARS = 20
-"""reqHeadTimeStamp: the earliest data is this many years before the walk started."""
+HEAD_YEARS = 2
+"""reqHeadTimeStamp: the earliest data is this many years before the walk started (bars
+before it get 162 'HMDS query returned no data'); two years of minutes is ~1M points."""
 
 
 class HistoryError(ValueError):
@@ -89,42 +90,53 @@ class PricePath:
         self.seed = seed
         self.m0 = math.floor(model.t0 / 60)
         """The epoch minute the synthetic path ends in; its price there is the start."""
-        self._back: Any = None  # numpy array: price in ticks at minute m0 - j
-        self._vol: Any = None
-        self._wick: Any = None
+        # Chunk k holds minutes m0-(k+1)*CHUNK .. m0-k*CHUNK-1 (prices at their start),
+        # walking back from the price at the start of the next-newer chunk.
+        self._prices: list[Any] = []
+        self._vols: list[Any] = []
+        self._wicks: list[Any] = []
 
-    def _extend(self, minutes: int) -> None:
+    def _chunk(self, k: int) -> None:
         import numpy as np
 
-        if self._back is None:
-            self._back = np.array([self.model.start_ticks], dtype=np.int64)
-            self._vol = np.array([0], dtype=np.int64)
-            self._wick = np.array([0], dtype=np.int64)
         lot = max(1, self.model.inst.size_lot // 100)
-        while len(self._back) <= minutes:
-            k = (len(self._back) - 1) // CHUNK
-            rng = np.random.default_rng([self.seed, self.model.inst.con_id, k])
+        while len(self._prices) <= k:
+            i = len(self._prices)
+            newer = self._prices[-1][0] if self._prices else self.model.start_ticks
+            rng = np.random.default_rng([self.seed, self.model.inst.con_id, i])
             steps = np.rint(rng.normal(0.0, MINUTE_SIGMA, CHUNK)).astype(np.int64)
-            prices = self._back[-1] - np.cumsum(steps)
-            prices = np.abs(prices - 1) + 1  # reflect at one tick: prices stay positive
-            self._back = np.concatenate([self._back, prices])
-            self._vol = np.concatenate([self._vol, rng.integers(5, 60, CHUNK) * lot])
-            self._wick = np.concatenate([self._wick, rng.integers(0, 3, CHUNK)])
+            back = newer - np.cumsum(steps)  # back[0] is one minute before `newer`
+            back = np.abs(back - 1) + 1  # reflect at one tick: prices stay positive
+            self._prices.append(back[::-1].astype(np.int32))
+            self._vols.append((rng.integers(5, 60, CHUNK) * lot)[::-1].astype(np.int32))
+            self._wicks.append(rng.integers(0, 3, CHUNK)[::-1].astype(np.int8))
 
-    def ticks_at(self, minute: int) -> int:
-        """Synthetic price in ticks at the start of an epoch minute (<= m0)."""
-        j = self.m0 - minute
-        self._extend(j)
-        return int(self._back[j])
+    def _series(self, arrays: list[Any], m_from: int, m_to: int) -> list[int]:
+        """Values of minutes [m_from, m_to) (all before m0), oldest first."""
+        out: list[int] = []
+        m = m_from
+        while m < m_to:
+            k = (self.m0 - m - 1) // CHUNK
+            self._chunk(k)
+            i = m - (self.m0 - (k + 1) * CHUNK)
+            take = min(CHUNK - i, m_to - m)
+            out += arrays[k][i : i + take].tolist()
+            m += take
+        return out
 
-    def span(self, m_from: int, m_to: int) -> tuple[list[int], int, int]:
-        """Prices at minutes m_from..m_to (<= m0), their total volume and widest wick."""
-        j_hi, j_lo = self.m0 - m_from, self.m0 - m_to
-        self._extend(j_hi)
-        prices = [int(x) for x in self._back[j_lo : j_hi + 1][::-1]]
-        vol = int(self._vol[j_lo + 1 : j_hi + 1].sum()) if j_hi > j_lo else 0
-        wick = int(self._wick[j_lo : j_hi + 1].max()) if j_hi >= j_lo else 0
-        return prices, vol, wick
+    def span(self, m_from: int, m_to: int) -> tuple[list[int], list[int], list[int]]:
+        """Prices at the start of minutes m_from..m_to (<= m0), and per minute
+        m_from..m_to-1 its volume and its wick (ticks its high and low reach beyond its
+        open and close)."""
+        if m_to == self.m0:
+            prices = [*self._series(self._prices, m_from, m_to), self.model.start_ticks]
+        else:
+            prices = self._series(self._prices, m_from, m_to + 1)
+        return (
+            prices,
+            self._series(self._vols, m_from, m_to),
+            self._series(self._wicks, m_from, m_to),
+        )
 
 
 def parse_duration(text: str) -> int:
@@ -219,19 +231,25 @@ class History:
         volume = 0.0
         off = self._offset(what)
         if a < t_live:
-            m_a, m_b = math.floor(a / 60), math.ceil(min(b, t_live) / 60)
-            ticks, vol, wick = self.synthetic.span(m_a, m_b)
-            frac_a, frac_b = a / 60 - m_a, min(b, t_live) / 60 - (m_b - 1)
+            eb = min(b, t_live)
+            m_a, m_b = math.floor(a / 60), math.ceil(eb / 60)
+            ticks, vols, wicks = self.synthetic.span(m_a, m_b)
+            frac_a, frac_b = a / 60 - m_a, eb / 60 - (m_b - 1)
             # Sub-minute bars interpolate between the minute prices they fall in.
             first = ticks[0] + (ticks[1] - ticks[0]) * frac_a if len(ticks) > 1 else ticks[0]
             last = ticks[-2] + (ticks[-1] - ticks[-2]) * frac_b if len(ticks) > 1 else ticks[-1]
-            inner = ticks[1:-1]
-            path = [round(first), *inner, round(last)]
-            wick = wick if inner else 0
+            path = [round(first), *ticks[1:-1], round(last)]
             prices += [self._px(x + off) for x in path]
-            hi, lo = max(path) + wick, min(path) - wick
-            prices += [self._px(max(1, hi) + off), self._px(max(1, lo) + off)]
-            volume += vol * (min(b, t_live) - a) / max(60.0 * (m_b - m_a), 1.0)
+            hi, lo = max(path), min(path)
+            for i in range(len(vols)):
+                m = m_a + i
+                share = (min(eb, (m + 1) * 60) - max(a, m * 60)) / 60
+                volume += vols[i] * share
+                if share == 1:
+                    # A whole minute reaches its wick: the same high/low at every bar size.
+                    hi = max(hi, max(ticks[i], ticks[i + 1]) + wicks[i])
+                    lo = min(lo, min(ticks[i], ticks[i + 1]) - wicks[i])
+            prices += [self._px(hi + off), self._px(max(1, lo) + off)]
         if b > t_live:
             start = max(a, t_live)
             q0 = self._quote_at(start)
@@ -266,7 +284,16 @@ class History:
         self, end: datetime, duration_s: int, bar_s: int, what: str, use_rth: bool
     ) -> list[Bar]:
         """The bars of a reqHistoricalData: the last ``duration/bar`` session bars before end
-        (intraday), or one bar per session day, week or month (daily and longer)."""
+        (intraday), or one bar per session day, week or month (daily and longer); none
+        before the head timestamp."""
+        head = self.head_timestamp()
+        if end <= head:
+            raise HistoryError(
+                162,
+                "Historical Market Data Service error message:HMDS query returned no data: "
+                f"{self.inst.symbol}@{self.inst.primary_exchange or self.inst.exchange} "
+                f"{what.title()}",
+            )
         if bar_s >= 86400:
             return self._period_bars(end, duration_s, bar_s, what, use_rth)
         want = duration_s // bar_s
@@ -288,6 +315,8 @@ class History:
             probes += 1
             a, b = t, min(t + bar_s, now)
             t -= bar_s
+            if a < head.timestamp():
+                break
             if b <= a:
                 continue
             mid = datetime.fromtimestamp(a, UTC)
@@ -307,9 +336,11 @@ class History:
         start_t, end_t, overnight = sess.liquid if use_rth else sess.trading
         local_end = end.astimezone(zone)
         days: list[tuple[date, float, float]] = []
-        n_days = max(1, duration_s // 86400)
+        # The session days of the calendar window [end - duration, end].
+        window = end - timedelta(seconds=max(duration_s, 86400) - 1)
+        first_day = max(window, self.head_timestamp()).astimezone(zone).date()
         d = local_end.date()
-        for _ in range(n_days + 3 * (n_days // 5 + 1)):
+        while d >= first_day:
             if d.weekday() < 5:
                 first = d - timedelta(days=1) if overnight else d
                 a = datetime.combine(first, start_t, zone).timestamp()
@@ -317,11 +348,9 @@ class History:
                 if b > a:
                     days.append((d, a, b))
             d -= timedelta(days=1)
-            if len(days) >= n_days and bar_s == 86400:
-                break
         days.reverse()
         if bar_s == 86400:
-            groups = [[x] for x in days[-n_days:]]
+            groups = [[x] for x in days]
         else:
             key = (
                 (lambda x: x[0].isocalendar()[:2])

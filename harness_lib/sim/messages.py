@@ -69,6 +69,9 @@ TICK_REQ_PARAMS = 81
 COMPLETED_ORDER = 101
 COMPLETED_ORDERS_END = 102
 
+MARKET_RULE_IDS = {"STK": "26", "FUT": "67", "CASH": "239"}
+"""contractDetails marketRuleIds per security type; reqMarketRule answers for these."""
+
 UNSET_DOUBLE_TEXT = "1.7976931348623157E308"
 """What TWS sends for 'no value' in double fields such as realizedPNL of an opening fill."""
 
@@ -197,7 +200,7 @@ def contract_details(req_id: int, inst: Instrument, sv: int, hours: tuple[str, s
         1,  # aggGroup
         inst.symbol if inst.sec_type == "FUT" else "",
         "IND" if inst.sec_type == "FUT" else "",
-        "26" if is_stk else "",
+        MARKET_RULE_IDS.get(inst.sec_type, ""),
         inst.expiry,
         "COMMON" if is_stk else "",
     ]

@@ -434,10 +434,11 @@ REQUEST_IDS: dict[int, str] = dict(
 """Every request id IB's official client and ib_async can send (at server versions up to
 178), with its name: served ones from ``LAYOUTS``, the rest from ``UNSERVED``."""
 
-SILENT_OK = frozenset({2, 11, 14, 15, 25, 59, 63, 64, 77, 90, 93, 95, 98})
+SILENT_OK = frozenset({2, 11, 14, 15, 25, 58, 59, 63, 64, 77, 90, 93, 95, 98})
 """Requests to which a real gateway sends nothing when they succeed: cancels of live
-subscriptions, setServerLogLevel, reqMarketDataType and reqAutoOpenOrders. (A cancel of an
-unknown id is answered with an error where IB documents one.)"""
+subscriptions, setServerLogLevel, reqMarketDataType, reqAutoOpenOrders and reqGlobalCancel
+(which answers only with the cancels it causes). A cancel of an unknown id is answered with
+an error where IB documents one."""
 
 
 def unserved_req_id(fields: list[str], spec: Unserved) -> int:

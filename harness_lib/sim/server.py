@@ -29,8 +29,9 @@ from typing import Any
 from . import handlers as _handlers  # noqa: F401  (registers the request handlers)
 from . import messages as m
 from . import trading_hours
-from .broker import Broker, Execution, SimOrder, marketable_price
+from .broker import Broker, Execution, SimOrder, marketable_price, what_if
 from .faults import FaultEngine
+from .history import PricePath
 from .market import Catalogue, Instrument, Quote, QuoteModel, build_catalogue
 from .messages import OrderView
 from .requests import Request, match_args
@@ -93,6 +94,7 @@ class PaperGateway:
         self.rng = random.Random(seed)
         self.catalogue = Catalogue(build_catalogue())
         self.models: dict[int, QuoteModel] = {}
+        self._paths: dict[int, PricePath] = {}
         self.truth = GroundTruth()
         self.sessions: set[Session] = set()
         self.clients: dict[int, Session] = {}
@@ -323,6 +325,24 @@ class PaperGateway:
         market_closed fault closes today."""
         return trading_hours.hours(inst, self.now(), closed_today=self.faults.market_closed())
 
+    def advance(self, inst: Instrument) -> Quote:
+        """The instrument's quote, stepping the walk if no quote stream stepped it within a
+        tick interval (so history updates, tick-by-tick and depth move on their own, and
+        follow the same walk as the quotes when both run)."""
+        qm = self.model(inst)
+        last = qm.path[-1][0] if qm.path else qm.t0
+        if time.time() - last >= max(self.params.tick_interval, 0.05):
+            qm.step()
+            self._check_resting(inst, qm.quote)
+        return qm.quote
+
+    def price_path(self, inst: Instrument) -> PricePath:
+        """The synthetic past of an instrument (cached: its seeded chunks are reused)."""
+        path = self._paths.get(inst.con_id)
+        if path is None:
+            path = self._paths[inst.con_id] = PricePath(self.model(inst), self.seed)
+        return path
+
     def marks(self) -> dict[int, float]:
         """Current mid price per conId that has a quote."""
         return {cid: qm.quote.mid for cid, qm in self.models.items()}
@@ -482,8 +502,12 @@ class PaperGateway:
                 account,
                 c["con_id"],
                 c["symbol"],
+                r["what_if"],
             )
         )
+        if r["what_if"]:
+            self._what_if(s, r)
+            return
         self.broker.note_order_id(order_id)
         key = (s.client_id, order_id)
         existing = self.broker.orders.get(key)
@@ -496,17 +520,7 @@ class PaperGateway:
             return
         inst = matches[0]
         order_faults = self.faults.new_order()
-        problem = None
-        if action not in ("BUY", "SELL"):
-            problem = f"Invalid action {action!r}"
-        elif not (quantity > 0 and math.isfinite(quantity)):
-            problem = "Order quantity must be positive"
-        elif order_type not in ("MKT", "LMT"):
-            problem = f"The simulator supports MKT and LMT orders, not {order_type}"
-        elif order_type == "LMT" and lmt is None:
-            problem = "Limit price is missing"
-        elif account not in self.accounts:
-            problem = f"Account {account} is not managed by this gateway"
+        problem = self._order_problem(r, account)
         if problem is None and Scenario.ORDER_REJECT in order_faults:
             problem = "Simulated rejection (livefire scenario order_reject)"
         if problem is not None:
@@ -533,6 +547,63 @@ class PaperGateway:
         s.send(m.order_status(view, s.server_version))
         self.order_step("order_submitted")
         self._consider_fill(order)
+
+    def _what_if(self, s: Session, r: Request) -> None:
+        """A what-if order is credit-checked, never sent: the answer is an openOrder whose
+        order state carries margins and commission. No order, execution or position is
+        created. A contract the gateway cannot resolve is a malformed order: 321."""
+        c = r["contract"]
+        matches = self.catalogue.match(**match_args(c))
+        if len(matches) != 1:
+            what = "is ambiguous" if matches else "is unknown"
+            s.error(
+                r["order_id"],
+                321,
+                "Error validating request.-'bN' : cause - The contract description specified "
+                f"for {c['symbol'] or c['local_symbol'] or c['con_id']} {what}.",
+            )
+            return
+        inst = matches[0]
+        account = r["account"] or self.accounts[0]
+        problem = self._order_problem(r, account)
+        if problem is not None:
+            s.error(r["order_id"], 201, f"Order rejected - reason:{problem}")
+            return
+        q = self.model(inst).quote
+        price = r["lmt_price"] if r["order_type"] == "LMT" else None
+        price = price or (q.ask if r["action"] == "BUY" else q.bid)
+        state = what_if(self.broker, account, inst, r["action"], r["quantity"], price, self.marks())
+        view = OrderView(
+            order_id=r["order_id"],
+            client_id=s.client_id or 0,
+            perm_id=0,
+            inst=inst,
+            action=r["action"],
+            quantity=r["quantity"],
+            order_type=r["order_type"],
+            lmt_price=r["lmt_price"],
+            aux_price=r["aux_price"],
+            tif=r["tif"],
+            account=account,
+            order_ref=r["order_ref"],
+            status="PreSubmitted",
+        )
+        s.send(m.open_order(view, s.server_version, state))
+
+    def _order_problem(self, r: Request, account: str) -> str | None:
+        """Why an order is invalid, or None."""
+        action, quantity, order_type = r["action"], r["quantity"], r["order_type"]
+        if action not in ("BUY", "SELL"):
+            return f"Invalid action {action!r}"
+        if not (quantity > 0 and math.isfinite(quantity)):
+            return "Order quantity must be positive"
+        if order_type not in ("MKT", "LMT"):
+            return f"The simulator supports MKT and LMT orders, not {order_type}"
+        if order_type == "LMT" and r["lmt_price"] is None:
+            return "Limit price is missing"
+        if account not in self.accounts:
+            return f"Account {account} is not managed by this gateway"
+        return None
 
     def _modify(
         self, s: Session, order: SimOrder, quantity: float, lmt: float | None, aux: float | None

@@ -104,6 +104,8 @@ class Session(asyncio.Protocol):
         self._can_write = asyncio.Event()
         self._can_write.set()
         self._tasks: set[asyncio.Task[Any]] = set()
+        self.feeds: dict[tuple[str, int], asyncio.Task[Any]] = {}
+        """Streams other than reqMktData by (kind, reqId): history, pnl, tbt, depth."""
 
     # --- asyncio.Protocol ------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -215,6 +217,23 @@ class Session(asyncio.Protocol):
         if self.transport and not self.transport.is_closing():
             self.transport.close()
 
+    def start_feed(self, kind: str, req_id: int, coro: Any) -> None:
+        """Run a stream for (kind, reqId), replacing one with the same id."""
+        self.stop_feed(kind, req_id)
+        self.feeds[(kind, req_id)] = self.spawn(coro)
+
+    def stop_feed(self, kind: str, req_id: int) -> bool:
+        """Cancel a stream; False when no such stream runs."""
+        task = self.feeds.pop((kind, req_id), None)
+        if task is None:
+            return False
+        task.cancel()
+        return True
+
+    def feed_count(self, kind: str) -> int:
+        """Streams of one kind still running."""
+        return sum(1 for (k, _), t in self.feeds.items() if k == kind and not t.done())
+
     def spawn(self, coro: Any) -> asyncio.Task[Any]:
         """Run a coroutine tied to this session's lifetime."""
         task = asyncio.get_running_loop().create_task(coro)
@@ -229,6 +248,7 @@ class Session(asyncio.Protocol):
         except ValueError:
             log.warning("%s sent a non-numeric message id %r; ignored", self.peer, fields[0][:20])
             return
+        self.gw.truth.requests[(self.client_id or 0, msg_id)] += 1
         if msg_id != 71 and self.client_id is None:
             log.warning("%s sent message %d before startApi; ignored", self.peer, msg_id)
             return
