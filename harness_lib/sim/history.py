@@ -240,6 +240,7 @@ class History:
             last = ticks[-2] + (ticks[-1] - ticks[-2]) * frac_b if len(ticks) > 1 else ticks[-1]
             path = [round(first), *ticks[1:-1], round(last)]
             prices += [self._px(x + off) for x in path]
+            close = prices[-1]
             hi, lo = max(path), min(path)
             for i in range(len(vols)):
                 m = m_a + i
@@ -253,17 +254,18 @@ class History:
         if b > t_live:
             start = max(a, t_live)
             q0 = self._quote_at(start)
-            if q0 is not None:
-                prices.append(self._value(q0, what))
-            elif not prices:
-                prices.append(self._px(self.model.start_ticks + off))
+            # Before the walk's first step the price is its start.
+            close = (
+                self._value(q0, what) if q0 is not None else self._px(self.model.start_ticks + off)
+            )
+            prices.append(close)
             for _t, q in self._live_points(start, b):
-                prices.append(self._value(q, what))
+                close = self._value(q, what)
+                prices.append(close)
                 volume += q.last_size
         if not prices:
             return None
         first_px = prices[0]
-        close = prices[-1] if b > t_live else prices[len(prices) - 3]
         high, low = max(prices), min(prices)
         trades = what == "TRADES"
         wap = round((high + low + close) / 3, self.inst.decimals + 2) if trades else -1.0
