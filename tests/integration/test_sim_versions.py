@@ -5,7 +5,9 @@ completed orders with no decoder error (the conftest fixture fails on any ib_asy
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import math
 import threading
 import time
 from typing import Any
@@ -17,6 +19,8 @@ from harness_lib.sim import PaperGateway, ThreadedGateway
 from harness_lib.sim.wire import MIN_CLIENT_VERSION, SERVER_VERSION
 from tests.helpers import wait_until
 
+# connect -> contract details -> history -> live quotes -> what-if -> order -> fills and
+# commissions -> P&L, account summary, positions -> completed orders, at each version.
 # Each version is on one side of a layout threshold the simulator branches on:
 # 157 lowest accepted (no duration, no advancedOrderRejectJson, contractDetails with its
 # version and mdSizeMultiplier), 158 duration, 163 the lone size field, 165 (before the
@@ -37,6 +41,12 @@ async def test_ib_async_capped_at_version_trades_cleanly(
         assert cd.contract.conId == 265598 and cd.minTick == 0.01
         assert cd.tradingHours and cd.liquidHours and cd.timeZoneId == "US/Eastern"
         aapl = cd.contract
+        bars = await ib.reqHistoricalDataAsync(aapl, "", "1 D", "5 mins", "TRADES", False)
+        assert len(bars) > 12
+        ticker = ib.reqMktData(aapl)
+        await wait_until(lambda: math.isfinite(ticker.bid) and math.isfinite(ticker.high), 3)
+        state = await asyncio.wait_for(ib.whatIfOrderAsync(aapl, MarketOrder("BUY", 2)), 3)
+        assert float(state.initMarginChange) > 0 and state.commission > 0
         ref = f"harness:v{version}"
         buy = ib.placeOrder(aapl, MarketOrder("BUY", 2, orderRef=ref))
         await wait_until(
@@ -54,6 +64,12 @@ async def test_ib_async_capped_at_version_trades_cleanly(
             assert fill.execution.shares == 2 and fill.execution.orderRef == ref
             assert fill.commissionReport.execId == fill.execution.execId
             assert fill.commissionReport.commission > 0
+        acct = ib.managedAccounts()[0]
+        pnl = ib.reqPnL(acct)
+        await wait_until(lambda: math.isfinite(pnl.realizedPnL), 3)
+        assert pnl.realizedPnL < 0, "two commissions and a spread were paid"
+        summary = {v.tag: v.value for v in await ib.accountSummaryAsync(acct)}
+        assert float(summary["NetLiquidation"]) < 1_000_000
         positions = await ib.reqPositionsAsync()
         assert [p.position for p in positions if p.contract.conId == aapl.conId] == [0]
         done = await ib.reqCompletedOrdersAsync(apiOnly=True)
@@ -99,6 +115,19 @@ def _official_app() -> Any:
             self.positions_end = threading.Event()
             self.completed: list[tuple[Any, Any, Any]] = []
             self.completed_end = threading.Event()
+            self.bars: list[Any] = []
+            self.bars_end = threading.Event()
+            self.prices: dict[int, float] = {}
+            self.what_if: list[Any] = []
+
+        def historicalData(self, reqId: int, bar: Any) -> None:
+            self.bars.append(bar)
+
+        def historicalDataEnd(self, reqId: int, start: str, end: str) -> None:
+            self.bars_end.set()
+
+        def tickPrice(self, reqId: int, tickType: int, price: float, attrib: Any) -> None:
+            self.prices[tickType] = price
 
         def nextValidId(self, orderId: int) -> None:
             self.next_id = orderId
@@ -116,7 +145,10 @@ def _official_app() -> Any:
             self.statuses[orderId] = status
 
         def openOrder(self, orderId: int, contract: Any, order: Any, orderState: Any) -> None:
-            self.perm_ids[orderId] = order.permId
+            if order.whatIf:
+                self.what_if.append(orderState)
+            else:
+                self.perm_ids[orderId] = order.permId
 
         def execDetails(self, reqId: int, contract: Any, execution: Any) -> None:
             self.execs.append(execution)
@@ -167,6 +199,18 @@ def test_official_ibapi_client_trades_cleanly(
         assert app.details_end.wait(5)
         [cd] = app.details
         assert cd.contract.conId == 265598 and cd.tradingHours
+        app.reqHistoricalData(2, cd.contract, "", "1 D", "1 hour", "TRADES", 0, 1, False, [])
+        assert app.bars_end.wait(5) and len(app.bars) > 3
+        assert all(b.low <= b.close <= b.high for b in app.bars)
+        app.reqMktData(3, cd.contract, "", False, False, [])
+        _wait(lambda: {1, 2, 4, 6, 7, 9, 14} <= set(app.prices))
+        app.cancelMktData(3)
+        probe = Order()
+        probe.action, probe.orderType, probe.totalQuantity, probe.whatIf = "BUY", "MKT", 5, True
+        app.placeOrder(app.next_id, cd.contract, probe)
+        app.next_id += 1
+        _wait(lambda: bool(app.what_if))
+        assert float(app.what_if[0].initMarginChange) > 0 and app.what_if[0].commission > 0
         ids = []
         for action in ("BUY", "SELL"):
             o = Order()
