@@ -455,7 +455,11 @@ class PaperGateway:
         if full or self.rng.random() < 0.5:
             s.send_tick(sub, "last", q.last, q.last_size)
             s.send_tick(sub, "volume", None, q.volume)
-            s.send_extra(sub, LAST_TIMESTAMP, m.TICK_STRING, str(int(qm.last_time)))
+            stamp = int(qm.last_time)
+            if stamp != sub.last_stamp:
+                # Tick 45 is in whole seconds: a repeat of the same value carries nothing.
+                sub.last_stamp = stamp
+                s.send_extra(sub, LAST_TIMESTAMP, m.TICK_STRING, str(stamp))
             if "233" in sub.generic:
                 vwap = round((qm.high + qm.low + q.last) / 3, sub.inst.decimals + 2)
                 s.send_extra(

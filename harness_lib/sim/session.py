@@ -78,6 +78,8 @@ class Subscription:
     generic: frozenset[str] = frozenset()
     """Generic tick ids the client asked for (e.g. '233', '236')."""
     started: float = field(default_factory=time.monotonic)
+    last_stamp: int = 0
+    """The last-trade time (tick 45, whole seconds) last sent."""
     high: float | None = None
     low: float | None = None
     """The session high and low last sent (ticks 6/7 go out when they change)."""
