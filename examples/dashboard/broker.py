@@ -262,19 +262,28 @@ class PortfolioTracker:
             self.positions[symbol] = self._card(pos, old["mark"] if old else None)
         # A position change goes out at once, so a closed card disappears without delay.
         self.hub.publish({"positions": self.rows()})
+        if pos.position:
+            self._stage_cards()  # the changed card gets its mark and P&L with the next tick
         # The gateway tells only the order's owner about its fills; ask for them.
         self._spawn(self._refresh_trade(pos.contract))
 
     def on_tick(self, symbol: str, mark: float | None) -> None:
         """A quote tick: re-mark the card. Card repaints ride on the tick rhythm (one per
         quote frame at most), so a refresh staged now goes out with the next tick."""
-        if self._cards_dirty:
-            self._cards_dirty = False
-            self.hub.publish({"positions": self.rows()})
+        self._flush_cards()
         card = self.positions.get(symbol)
         if card is not None and mark is not None:
             self._mark(card, mark)
-            self._cards_dirty = True
+            self._stage_cards()
+
+    def _stage_cards(self) -> None:
+        """Queue a card repaint for the next tick; it is built when it is sent."""
+        self._cards_dirty = True
+
+    def _flush_cards(self) -> None:
+        if self._cards_dirty:
+            self._cards_dirty = False
+            self.hub.publish({"positions": self.rows()})
 
     # --- trades ----------------------------------------------------------------------------------
     async def _refresh_trade(self, contract: Contract) -> None:

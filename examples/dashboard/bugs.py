@@ -80,24 +80,23 @@ class ResubscribingQuoteFeed(QuoteFeed):
 
 
 class QueuedCardsTracker(PortfolioTracker):
-    """``stale-card``: card refreshes are coalesced to the tick rhythm, as in the correct
-    tracker, but the queued refresh is a snapshot of the cards taken when it was queued."""
+    """``stale-card``: card repaints are coalesced to the tick rhythm, as in the correct
+    tracker, but the queued repaint is a snapshot of the cards taken when it was queued."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._queued: list[Doc] | None = None
 
-    def on_tick(self, symbol: str, mark: float | None) -> None:
-        """A quote tick: send the refresh queued by the previous tick, queue a new one."""
+    def _stage_cards(self) -> None:
+        # BUG: the payload is built now, not when it is sent. While a position is open there
+        # is always one queued; if the position closes before the next tick, that tick
+        # repaints the closed card from this snapshot, and nothing paints it away again.
+        self._queued = self.rows()
+
+    def _flush_cards(self) -> None:
         if self._queued is not None:
             self.hub.publish({"positions": self._queued})
             self._queued = None
-        card = self.positions.get(symbol)
-        if card is not None and mark is not None:
-            self._mark(card, mark)
-            # BUG: the payload is built now, not when it is sent. If the position closes
-            # before the next tick, that tick repaints the closed card from this snapshot.
-            self._queued = self.rows()
 
 
 class CachedIdsTracker(PortfolioTracker):

@@ -26,9 +26,9 @@ if MODE not in MODES:
     raise pytest.UsageError(f"DASHBOARD_BUG={MODE!r}; choose one of: {', '.join(MODES)}")
 
 
-def pytest_report_header() -> str:
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     """Say which dashboard the suite ran against, so a green run names its mode."""
-    return f"dashboard mode: {MODE}"
+    terminalreporter.write_line(f"dashboard mode: {MODE}")
 
 
 def aapl() -> Contract:
