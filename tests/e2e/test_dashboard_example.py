@@ -495,3 +495,84 @@ async def test_bearer_token_guards_every_endpoint(
     assert TOKEN not in html, "the token is never written into the page"
     assert "HttpOnly" in cookie and "samesite=strict" in cookie.lower()
     assert TOKEN not in "".join(dash.log), "nor into the dashboard's output"
+
+
+# --- the page, in chromium ------------------------------------------------------------------------
+READ_PAGE = """() => {
+  const q = document.querySelector('#quote-AAPL');
+  const card = document.querySelector('.position-card[data-symbol="AAPL"]');
+  const trade = document.querySelector('.last-trade[data-symbol="AAPL"]');
+  const text = (root, sel) => {
+    const e = root ? root.querySelector(sel) : null;
+    return e ? e.textContent : null;
+  };
+  return {
+    mode: q ? q.querySelector('.mode').dataset.mode : null,
+    bid: text(q, '.bid'), ask: text(q, '.ask'),
+    qty: text(card, '.qty'),
+    execId: text(trade, '.exec-id'), permId: text(trade, '.perm-id'),
+  };
+}"""
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["fixed", "stale-card"])
+async def test_page_in_chromium_follows_the_websocket(
+    sim_port: int, dashboard: Callable[..., Dashboard], tmp_path: Path, mode: str
+) -> None:
+    from tests.e2e.test_browser import CHROMIUM, CHROMIUM_FLAGS, _require_browser
+
+    _require_browser()  # skips (or fails in CI) without chromium / Playwright
+    from playwright.async_api import async_playwright
+
+    dash = dashboard(sim_port, bug=mode, token=TOKEN)
+    async with async_playwright() as pw:
+        browser = await pw.chromium.launch(
+            executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_FLAGS
+        )
+        try:
+            context = await browser.new_context(extra_http_headers=dash.headers())
+            page = await context.new_page()
+            await page.goto(dash.base + "/", timeout=30_000)
+
+            async def seen(pred: Callable[[Doc], bool], what: str, timeout: float = 5) -> Doc:
+                deadline = time.monotonic() + timeout
+                shown: Doc = {}
+                while time.monotonic() < deadline:
+                    shown = await page.evaluate(READ_PAGE)
+                    if pred(shown):
+                        return shown
+                    await asyncio.sleep(0.05)
+                raise AssertionError(f"the page never showed {what}; last {shown}")
+
+            def number(text: str | None) -> float:
+                try:
+                    return float(text or "")
+                except ValueError:
+                    return math.nan
+
+            shown = await seen(lambda s: s["mode"] == "live" and number(s["bid"]) > 0, "live")
+            assert number(shown["ask"]) >= number(shown["bid"])
+            ib = await connect(sim_port, client_id=31)
+            try:
+                entry = await _trade(ib, "BUY")
+                await seen(lambda s: s["qty"] == "1.0" or s["qty"] == "1", "the open card")
+                await seen(lambda s: s["execId"] == entry[0], "the entry's exec id")
+                exit_ = await _trade(ib, "SELL")
+            finally:
+                ib.disconnect()
+            if mode == "fixed":
+                await seen(lambda s: s["qty"] is None, "the card cleared")
+            # (stale-card's repaint can land within one poll of the clear, so no wait there)
+            shown = await seen(lambda s: s["execId"] == exit_[0], "the exit's exec id")
+            assert shown["permId"] == str(exit_[1])
+            await asyncio.sleep(1.0)  # four ticks
+            qty = (await page.evaluate(READ_PAGE))["qty"]
+            if mode == "fixed":
+                assert qty is None, "the closed card stays gone"
+            else:
+                assert qty is not None and number(qty) == 1, "the queued repaint brought it back"
+            assert TOKEN not in await page.content()
+        finally:
+            await browser.close()
