@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import socket
 import sys
 from collections.abc import AsyncIterator
 
@@ -42,7 +43,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-async def serve(args: argparse.Namespace) -> None:
+def bind(host: str, port: int) -> socket.socket:
+    """The listening socket, bound before anything starts, so a busy port is one clear line."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        print(f"error: cannot serve on {host}:{port} ({exc.strerror}); pick another --port",
+              file=sys.stderr)  # fmt: skip
+        sys.exit(4)
+    sock.set_inheritable(True)
+    return sock
+
+
+async def serve(args: argparse.Namespace, sock: socket.socket) -> None:
     """Run uvicorn and the IB supervisor on one event loop until interrupted."""
     hub = Hub()
     parts = build(args.bug)
@@ -75,9 +91,10 @@ async def serve(args: argparse.Namespace) -> None:
         log_level="warning",
         lifespan="on",
         ws="websockets-sansio",
+        timeout_graceful_shutdown=2,  # open SSE streams and tabs must not block Ctrl-C
     )
     server = uvicorn.Server(config)
-    serving = asyncio.get_running_loop().create_task(server.serve())
+    serving = asyncio.get_running_loop().create_task(server.serve(sockets=[sock]))
     while not server.started and not serving.done():
         await asyncio.sleep(0.05)
     if server.started:
@@ -87,15 +104,23 @@ async def serve(args: argparse.Namespace) -> None:
             f"bug {args.bug or 'none'})",
             flush=True,
         )
+    # On Ctrl-C uvicorn stops accepting, then waits for open connections; end the streams
+    # now rather than after its graceful-shutdown timeout.
+    while not server.should_exit and not serving.done():
+        await asyncio.sleep(0.1)
+    hub.close()
     await serving
-    if not server.started:
-        sys.exit(f"cannot serve on {args.host}:{args.port}; pick another --port")
 
 
 def main() -> None:
     """Entry point."""
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
-    asyncio.run(serve(parse_args()))
+    args = parse_args()
+    sock = bind(args.host, args.port)
+    # uvicorn re-raises the Ctrl-C it handled once it has shut down.
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(serve(args, sock))
+    print("dashboard stopped", flush=True)
 
 
 if __name__ == "__main__":

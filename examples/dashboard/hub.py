@@ -70,7 +70,7 @@ class Subscription:
         except TimeoutError:
             return None
         if item is None:
-            raise ConnectionAbortedError("subscriber fell too far behind")
+            raise ConnectionAbortedError("subscriber cut off (too far behind, or shutdown)")
         return item
 
 
@@ -97,14 +97,23 @@ class Hub:
             try:
                 sub.queue.put_nowait(update)
             except asyncio.QueueFull:
-                self._subs.discard(sub)
-                with contextlib.suppress(asyncio.QueueEmpty):
-                    sub.queue.get_nowait()
-                sub.queue.put_nowait(None)
+                self._cut_off(sub)
 
     def snapshot(self, symbols: Iterable[str] | None = None) -> Doc:
         """The full state document (a copy), optionally for some symbols only."""
         return for_symbols(json.loads(encode(self.state)), symbols)
+
+    def close(self) -> None:
+        """End every subscriber's stream (at shutdown: open SSE streams and WebSockets would
+        otherwise hold the server until its graceful-shutdown timeout)."""
+        for sub in list(self._subs):
+            self._cut_off(sub)
+
+    def _cut_off(self, sub: Subscription) -> None:
+        self._subs.discard(sub)
+        with contextlib.suppress(asyncio.QueueEmpty):
+            sub.queue.get_nowait()  # make room for the sentinel
+        sub.queue.put_nowait(None)
 
     @contextlib.contextmanager
     def subscribe(self) -> Iterator[Subscription]:
