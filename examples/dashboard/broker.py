@@ -78,7 +78,7 @@ class QuoteFeed:
         self.contract = contract
         self.on_tick = on_tick
         self.mode = "waiting"
-        self.degraded: set[str] = set()
+        self.degraded: set[str] = {"socket"}  # until the first connection is up
         self._ticker: Ticker | None = None
         self._handler: Callable[[Any], None] | None = None
         self._first_tick = asyncio.Event()
@@ -392,9 +392,15 @@ class Supervisor:
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, self.backoff_max)
                 continue
-            backoff = self.backoff_start
             self._lost.clear()
-            await self._on_connected()
+            try:
+                await self._on_connected()
+            except (OSError, TimeoutError, ConnectionError) as exc:
+                log.warning("gateway lost while starting the session (%s); reconnecting", exc)
+                self.ib.disconnect()
+                await asyncio.sleep(backoff)
+                continue
+            backoff = self.backoff_start
             await self._lost.wait()
 
     def stop(self) -> None:
@@ -413,7 +419,10 @@ class Supervisor:
         self.feed.recover("socket")
         self.tracker.load()
         self._publish_status()
-        self._resubscribe()
+        if self.contract.conId:
+            self._resubscribe()
+        else:
+            log.error("the gateway does not know %s: no quotes, positions only", self.contract)
 
     def _resubscribe(self) -> None:
         first = not self._subscribed_once

@@ -432,7 +432,7 @@ def _duplicates(quotes: list[Doc]) -> int:
 
 
 @pytest.mark.parametrize("mode", ["fixed", "double-subscribe"])
-@pytest.mark.parametrize("fault", ["1101", "disconnect"])
+@pytest.mark.parametrize("fault", ["1102", "1101", "disconnect"])
 async def test_failover_degrades_recovers_and_shows_each_tick_once(
     gateway: ThreadedGateway, dashboard: Callable[..., Dashboard], mode: str, fault: str
 ) -> None:
@@ -441,14 +441,17 @@ async def test_failover_degrades_recovers_and_shows_each_tick_once(
     try:
         await _poll(dash, lambda d: _live(d["quotes"].get("AAPL", {})), 5, "a live quote")
         t_fault = time.monotonic()
-        if fault == "1101":
-            # 1100 at once, then "restored - data lost" after half a second.
-            gateway.set_scenario(
-                "connectivity_lost", disconnect_after=0.05, outage_seconds=0.5, data_lost=True
-            )
-        else:
+        if fault == "disconnect":
             assert gateway.gw is not None
             gateway.call(gateway.gw.drop_all)
+        else:
+            # 1100 at once, then "restored" after half a second: 1101 data lost / 1102 kept.
+            gateway.set_scenario(
+                "connectivity_lost",
+                disconnect_after=0.05,
+                outage_seconds=0.5,
+                data_lost=fault == "1101",
+            )
         await _poll(dash, lambda d: d["status"]["mode"] == "degraded", 3, "the degraded badge")
         await _poll(dash, lambda d: _live(d["quotes"]["AAPL"]), 10, "live again after recovery")
         t_live = time.monotonic()
@@ -456,14 +459,29 @@ async def test_failover_degrades_recovers_and_shows_each_tick_once(
         modes = [q["mode"] for q in sse.quotes(t_fault)]
         assert "degraded" in modes and modes[-1] == "live"
         after = sse.quotes(t_live)
+        assert len(after) >= 4, after
         dupes = _duplicates(after)
-        if mode == "fixed":
-            assert len(after) >= 4 and dupes == 0, after
-        else:
-            # Every tick is published twice after the resubscribe.
+        if mode == "double-subscribe" and fault != "1102":
+            # Resubscribed without cancelling: every tick is published twice.
             assert dupes >= len(after) // 2 - 1 and dupes >= 2, after
+        else:
+            # Fixed, or 1102 (data maintained: nothing to resubscribe, so nothing doubled).
+            assert dupes == 0, after
     finally:
         sse.close()
+
+
+async def test_dashboard_waits_for_a_gateway_that_is_not_up_yet(
+    dead_port: int, dashboard: Callable[..., Dashboard]
+) -> None:
+    dash = dashboard(dead_port)
+    doc = dash.state()
+    assert doc["status"]["connected"] is False and doc["quotes"] == {}
+    await asyncio.sleep(1.0)  # a few refused attempts
+    assert dash.proc.poll() is None, "the dashboard keeps serving and retrying"
+    with ThreadedGateway(port=dead_port):
+        doc = await _poll(dash, lambda d: _live(d["quotes"].get("AAPL", {})), 10, "live")
+    assert doc["status"] == {"connected": True, "mode": "live"}
 
 
 # --- auth -----------------------------------------------------------------------------------------
