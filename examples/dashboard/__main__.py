@@ -36,6 +36,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--contract", default="AAPL", help="symbol to quote: AAPL, EUR.USD, …")
     p.add_argument("--bug", choices=sorted(BUGS), default=None, help="run with one planted mistake")
     p.add_argument(
+        "--stale-after",
+        type=float,
+        default=5.0,
+        help="seconds without a tick before a live stream is shown degraded (default 5)",
+    )
+    p.add_argument(
         "--token",
         default=os.environ.get("DASHBOARD_TOKEN") or None,
         help="require 'Authorization: Bearer TOKEN' (default: $DASHBOARD_TOKEN, else none)",
@@ -71,6 +77,7 @@ async def serve(args: argparse.Namespace, sock: socket.socket) -> None:
         feed_factory=parts.feed,
         tracker_factory=parts.tracker,
     )
+    supervisor.feed.stale_after = args.stale_after
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

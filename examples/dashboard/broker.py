@@ -70,6 +70,8 @@ class QuoteFeed:
 
     first_tick_timeout = 10.0
     """Seconds to wait for the first tick before deciding the stream is dead."""
+    stale_after = 5.0
+    """A live stream silent this long is shown degraded (reason ``stale``) until it ticks."""
     snapshot_interval = 2.0
 
     def __init__(self, ib: IB, hub: Hub, contract: Contract, on_tick: TickListener) -> None:
@@ -85,6 +87,8 @@ class QuoteFeed:
         self._values: Values = {"bid": None, "ask": None, "last": None}
         self._ts: float | None = None
         self._poller: asyncio.Task[None] | None = None
+        self._watchdog: asyncio.Task[None] | None = None
+        self._last_tick = 0.0
 
     @property
     def symbol(self) -> str:
@@ -114,8 +118,19 @@ class QuoteFeed:
         await self.start()
 
     def stop(self) -> None:
-        """Cancel the subscription and any snapshot polling."""
+        """Cancel the subscription, any snapshot polling and the stale-stream watchdog."""
         self._unsubscribe()
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
+
+    async def _watch_for_silence(self) -> None:
+        """The heartbeat: a live stream with no tick for ``stale_after`` seconds is stale."""
+        while True:
+            await asyncio.sleep(min(0.5, self.stale_after / 4))
+            silent = time.monotonic() - self._last_tick > self.stale_after
+            if self.mode == "live" and self._handler is not None and silent:
+                self.degrade("stale")
 
     def degrade(self, reason: str) -> None:
         """Something upstream is down (socket, IB link, a data farm)."""
@@ -145,9 +160,15 @@ class QuoteFeed:
 
     # --- subscription ----------------------------------------------------------------------------
     def _subscribe(self) -> None:
+        self._start_watchdog()
         self._ticker = self.ib.reqMktData(self.contract)
         self._handler = self._on_pending
         self.ib.pendingTickersEvent += self._handler
+
+    def _start_watchdog(self) -> None:
+        if self._watchdog is None or self._watchdog.done():
+            self._last_tick = time.monotonic()
+            self._watchdog = asyncio.get_running_loop().create_task(self._watch_for_silence())
 
     def _unsubscribe(self) -> None:
         if self._poller is not None:
@@ -173,9 +194,11 @@ class QuoteFeed:
     def _on_tick(self, values: Values, when: datetime | None) -> None:
         self._values = values
         self._ts = _stamp(when)
+        self._last_tick = time.monotonic()
         if self.mode != "snapshot_fallback":
             self.mode = "live"
         self._first_tick.set()
+        self.degraded.discard("stale")  # this tick is published with the recovered badge
         self.publish()
         self.on_tick(self.symbol, mark_price(values))
 

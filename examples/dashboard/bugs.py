@@ -55,6 +55,7 @@ class CapturedQuoteFeed(QuoteFeed):
     crashing, but the mistake that produced the NaN is still here."""
 
     def _subscribe(self) -> None:
+        self._start_watchdog()
         ticker = self._ticker = self.ib.reqMktData(self.contract)
         # BUG: the values are taken once, when the ticker is still all nan, and the tick
         # handler below re-sends them on every tick instead of reading the ticker again.

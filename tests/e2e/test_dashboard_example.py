@@ -141,13 +141,16 @@ def dashboard(tmp_path: Path) -> Iterator[Callable[..., Dashboard]]:
     """Start ``python -m examples.dashboard`` (as documented) and wait until it serves."""
     started: list[Dashboard] = []
 
-    def start(ib_port: int, bug: str | None = None, token: str | None = None) -> Dashboard:
+    def start(
+        ib_port: int, bug: str | None = None, token: str | None = None, *extra: str
+    ) -> Dashboard:
         port = _free_port()
         cmd = [sys.executable, "-m", "examples.dashboard", "--ib-port", str(ib_port),
                "--port", str(port), "--contract", "AAPL",
                "--client-id", str(DASHBOARD_CLIENT_ID)]  # fmt: skip
         if bug and bug != "fixed":
             cmd += ["--bug", bug]
+        cmd += extra
         env = {**os.environ}
         if token:
             env["DASHBOARD_TOKEN"] = token  # not on the command line, where ps shows it
@@ -469,6 +472,20 @@ async def test_failover_degrades_recovers_and_shows_each_tick_once(
             assert dupes == 0, after
     finally:
         sse.close()
+
+
+async def test_a_silent_stream_is_shown_stale_until_it_ticks_again(
+    gateway: ThreadedGateway, dashboard: Callable[..., Dashboard]
+) -> None:
+    dash = dashboard(gateway.port, None, None, "--stale-after", "0.6")
+    await _poll(dash, lambda d: _live(d["quotes"].get("AAPL", {})), 5, "a live quote")
+    gateway.set_scenario("stale_stream", stale_after=0.0)  # ticks stop now
+    t_silent = time.monotonic()
+    await _poll(dash, lambda d: d["quotes"]["AAPL"]["mode"] == "degraded", 3, "stale → degraded")
+    assert time.monotonic() - t_silent >= 0.5, "not before the stream was silent long enough"
+    gateway.set_scenario("healthy")
+    doc = await _poll(dash, lambda d: _live(d["quotes"]["AAPL"]), 3, "live on the next tick")
+    assert doc["status"]["mode"] == "live"
 
 
 async def test_dashboard_waits_for_a_gateway_that_is_not_up_yet(

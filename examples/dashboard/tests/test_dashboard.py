@@ -160,3 +160,12 @@ async def test_hub_fans_updates_out_to_subscribers() -> None:
         hub.publish({"positions": [{"symbol": "AAPL", "qty": 1}]})
         assert await sub.next(1) == {"positions": [{"symbol": "AAPL", "qty": 1}]}
     assert hub.subscribers == 0
+
+
+async def test_silent_stream_is_shown_stale(running: Supervisor, ib: MagicMock, hub: Hub) -> None:
+    running.feed.stale_after = 0.05
+    await tick(ib)
+    await asyncio.sleep(0.8)  # the watchdog looks twice a second
+    assert hub.state["quotes"]["AAPL"]["mode"] == "degraded"
+    await tick(ib)
+    assert hub.state["quotes"]["AAPL"]["mode"] == "live"
