@@ -5,7 +5,8 @@ the only requests it sends are market data, executions and the start-up sync ib_
 
 - ``QuoteFeed`` streams one contract's quotes into the hub, with a data-mode badge:
   ``waiting`` (subscribed, no tick yet), ``live``, ``snapshot_fallback`` (no tick within
-  ``first_tick_timeout``; polls snapshots instead) or ``degraded`` (connection or farm down).
+  ``first_tick_timeout``; polls snapshots instead) or ``degraded`` (connection or farm down,
+  or a live stream silent for ``stale_after`` seconds).
 - ``PortfolioTracker`` keeps the position cards and the latest trade per symbol, from
   ``positionEvent``, ``execDetailsEvent``, ``commissionReportEvent`` and ``reqExecutions``.
 - ``Supervisor`` connects, reconnects with backoff, and maps IB's notices to the badge:
