@@ -269,14 +269,21 @@ class History:
         high, low = max(prices), min(prices)
         trades = what == "TRADES"
         wap = round((high + low + close) / 3, self.inst.decimals + 2) if trades else -1.0
-        count = max(1, int(volume // max(1, self.inst.size_lot // 100))) if trades else -1
+        # A bar can trade nothing (the newest one, just opened, often has): then it has no
+        # trades either, as IB reports quiet bars, rather than one trade of zero shares.
+        traded = round(volume)
+        count = (
+            (max(1, int(volume // max(1, self.inst.size_lot // 100))) if traded else 0)
+            if trades
+            else -1
+        )
         return Bar(
             datetime.fromtimestamp(a, UTC),
             first_px,
             high,
             low,
             close,
-            round(volume) if trades else -1.0,
+            traded if trades else -1.0,
             wap,
             count,
         )
