@@ -896,7 +896,10 @@ def load_config(
                 source=spec.option,
                 hint=spec.hint,
             )
+        source = spec.option
         if spec.flag_reader is not None and isinstance(value, (str, os.PathLike)):
+            # Errors inside the file name the file: "from --stack-file stack.toml".
+            source = f"{spec.option} {os.fspath(value)}"
             try:
                 value = spec.flag_reader(os.fspath(value))
             except (OSError, ValueError) as err:
@@ -908,7 +911,7 @@ def load_config(
                     source=spec.option,
                     hint=spec.hint,
                 ) from None
-        raw[key] = (value, spec.option)
+        raw[key] = (value, source)
 
     values = {name: _parse_field(name, value, source) for name, (value, source) in raw.items()}
 

@@ -11,14 +11,20 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from harness_lib.config import HarnessConfig, load_config
+from harness_lib.config import (
+    SETTINGS,
+    ConfigError,
+    HarnessConfig,
+    add_setting_options,
+    load_config,
+    setting_flags,
+)
+from harness_lib.constants import DEFAULT_STORE
 from harness_lib.live import LIVE_CLIENT_ID
 from harness_lib.models import Verdict
-from harness_lib.sim.scenarios import Scenario
-from harness_lib.store import DEFAULT_STORE
+from harness_lib.sim.scenarios import Scenario, parse_scenario
 
 if TYPE_CHECKING:
     import marimo as mo
@@ -63,46 +69,67 @@ def script_argv(argv: Sequence[str] | None = None) -> list[str]:
     return args[1:] if args[:1] == ["--"] else args
 
 
-def notebook_args(notebook: str, argv: Sequence[str] | None = None) -> argparse.Namespace:
-    """Parse the arguments of ``live_ticks`` or ``round_trip`` (both share the connection
-    options; see ``--help``). ``argv`` defaults to :func:`script_argv`.
+_CONNECTION_SETTINGS = ("sim", "scenario", "host", "port", "contract", "client_id",
+                        "tick_deadline", "stack")  # fmt: skip
+"""The settings both live notebooks take as flags, declared once in :mod:`harness_lib.config`."""
+_ROUND_TRIP_SETTINGS = ("store", "fill_deadline")
+_CONNECTION_FORM = ("sim", "scenario", "host", "port", "client_id", "contract")
+"""Settings the connection form decides (its widgets start from the flags' values)."""
 
-    Without ``--port`` the embedded simulator is used (``--sim`` says so explicitly);
-    ``--port`` alone means a real gateway. The result also carries ``gateway`` (bool) and
-    ``exit_at_end`` (True: a script run ends with ``sys.exit(verdict code)``; tests that
-    call ``app.run`` set it to False to read the notebook's definitions instead).
+
+def notebook_args(notebook: str, argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """Parse the arguments of ``live_ticks`` or ``round_trip`` (see ``--help``). ``argv``
+    defaults to :func:`script_argv`.
+
+    The setting flags (``--host``, ``--port``, ``--deadline``, ``--stack-file`` ...) are
+    derived from the settings declaration, so they mean, and are checked, exactly as for
+    ``harness run``; only ``--seconds`` (live_ticks) and ``--yes`` (round_trip) are the
+    notebooks' own. Without ``--port`` the embedded simulator is used (``--sim`` says so
+    explicitly); ``--port`` alone means a real gateway.
+
+    The result carries ``flags`` (the settings given, for :func:`load_config`), ``cfg``
+    (the flags' typed values over the defaults, for the connection form; harness.toml and
+    HARNESS_* are applied later by :func:`live_config` / :func:`round_trip_config`, whose
+    errors the notebooks show), ``gateway`` (bool) and ``exit_at_end`` (True: a script run
+    ends with ``sys.exit(verdict code)``; tests calling ``app.run`` set it to False).
     """
     if notebook not in ("live_ticks", "round_trip"):
         raise ValueError(f"unknown notebook {notebook!r}")
-    scenarios = [s.value for s in Scenario]
     p = ScriptArgumentParser(
         prog=f"notebooks/{notebook}.py",
         description="Exit codes: 0 pass, 1 fail, 2 stalled, 3 refused, 4 bad input.",
     )
-    p.add_argument("--sim", action="store_true", help="use the embedded simulator (default)")
-    p.add_argument("--scenario", default="healthy", choices=scenarios, help="simulator scenario")
-    p.add_argument("--host", default="127.0.0.1", help="gateway host (with --port)")
-    p.add_argument("--port", type=int, default=None, help="gateway port: use a real gateway")
-    p.add_argument("--contract", default="AAPL", help="AAPL, EUR.USD, MES, FUT:MES:202612 ...")
-    p.add_argument(
-        "--stack-file", type=Path, default=None, help="TOML file of [[stack]] endpoints to watch"
-    )
+    names = _CONNECTION_SETTINGS + (_ROUND_TRIP_SETTINGS if notebook == "round_trip" else ())
+    add_setting_options(p, names)
     if notebook == "live_ticks":
-        p.add_argument("--deadline", type=float, default=5.0, help="seconds to wait for bid/ask")
-        p.add_argument("--client-id", type=int, default=LIVE_CLIENT_ID, help="API client id")
         p.add_argument("--seconds", type=float, default=5.0, help="script mode: how long to watch")
     else:
-        p.add_argument("--client-id", type=int, default=None, help="API client id")
-        p.add_argument("--deadline", type=float, default=None, help="seconds to wait for bid/ask")
         p.add_argument("--yes", action="store_true", help="script mode: really place the trade")
-        p.add_argument("--store", default=None, help="run store (default data/harness.sqlite)")
-        p.add_argument("--fill-deadline", type=float, default=None, help="seconds per fill")
-    args = p.parse_args(script_argv() if argv is None else argv)
-    if args.sim and args.port is not None:
+    ns = p.parse_args(script_argv() if argv is None else argv)
+    flags = setting_flags(ns)
+    if notebook == "live_ticks":
+        # Not the runner's 917, so the live view never collides with a run (IB 326).
+        flags.setdefault("client_id", str(LIVE_CLIENT_ID))
+    if flags.get("sim") and "port" in flags:
         p.error("--sim and --port exclude each other (--port means a real gateway)")
-    args.gateway = args.port is not None
-    args.exit_at_end = True
-    return args
+    typed: dict[str, Any] = {}
+    for name, value in flags.items():
+        if name == "stack":
+            continue  # a file, read by load_config with the rest of the settings
+        try:
+            typed[name] = SETTINGS[name].read(value, SETTINGS[name].option)
+        except ConfigError as exc:
+            p.error(str(exc))
+    if "scenario" in typed:
+        try:
+            typed["scenario"] = parse_scenario(typed["scenario"]).value
+        except ValueError as exc:
+            p.error(f"--scenario: {exc}")
+    ns.flags = flags
+    ns.cfg = HarnessConfig(**typed)
+    ns.gateway = "port" in flags
+    ns.exit_at_end = True
+    return ns
 
 
 def postmortem_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -138,19 +165,16 @@ def round_trip_config(
     (defaults < harness.toml < HARNESS_* < these values), so a notebook run honours the
     same limits (max_quantity, max_notional) as the CLI. Raises ConfigError (one line).
     """
-    flags: dict[str, Any] = {
+    flags: dict[str, Any] = {k: v for k, v in args.flags.items() if k not in _CONNECTION_FORM}
+    flags.update({
         "sim": True if simulated else None,
         "scenario": scenario if simulated else None,
         "host": None if simulated else host,
         "port": None if simulated else port,
-        "client_id": client_id if client_id is not None else args.client_id,
-        "contract": contract or args.contract,
+        "client_id": client_id if client_id is not None else args.cfg.client_id,
+        "contract": contract or args.cfg.contract,
         "trade": True,
-        "tick_deadline": args.deadline,
-        "fill_deadline": args.fill_deadline,
-        "store": args.store,
-        "stack": args.stack_file,
-    }
+    })  # fmt: skip
     return load_config(flags)
 
 
@@ -159,7 +183,7 @@ def live_config(args: argparse.Namespace) -> HarnessConfig:
     HARNESS_* < these values): its tick deadline and the declared stack, if any (the
     connection itself comes from the form). Raises ConfigError (one line).
     """
-    return load_config({"tick_deadline": args.deadline, "stack": args.stack_file})
+    return load_config({k: v for k, v in args.flags.items() if k not in _CONNECTION_FORM})
 
 
 # ------------------------------------------------------------------------ the form
@@ -174,7 +198,8 @@ def connection_form(args: argparse.Namespace, *, client_id: int) -> mo.ui.dictio
     """
     import marimo as mo
 
-    contract = args.contract.upper()
+    cfg = args.cfg
+    contract = cfg.contract.upper()
     return mo.ui.dictionary(
         {
             "source": mo.ui.radio(
@@ -184,10 +209,10 @@ def connection_form(args: argparse.Namespace, *, client_id: int) -> mo.ui.dictio
                 inline=True,
             ),
             "scenario": mo.ui.dropdown(
-                options=[s.value for s in Scenario], value=args.scenario, label="scenario"
+                options=[s.value for s in Scenario], value=cfg.scenario, label="scenario"
             ),
-            "host": mo.ui.text(value=args.host, label="host"),
-            "port": mo.ui.number(start=1, stop=65535, value=args.port or 4002, label="port"),
+            "host": mo.ui.text(value=cfg.host, label="host"),
+            "port": mo.ui.number(start=1, stop=65535, value=cfg.port or 4002, label="port"),
             "client_id": mo.ui.number(start=0, stop=2**31 - 1, value=client_id, label="clientId"),
             "contract": mo.ui.dropdown(
                 options=list(dict.fromkeys([contract, *CONTRACT_CHOICES])),

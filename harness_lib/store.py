@@ -969,11 +969,24 @@ class Store:
         t_wall: datetime,
         t_mono: float | None = None,
     ) -> bool:
-        """Record a fill. Returns False (and changes nothing) if exec_id is already known.
+        """Record a fill. Returns False if exec_id is already known.
 
         IB repeats executions (reqExecutions after a reconnect, several clients), so the
-        exec id is the key and a fill is never counted twice.
+        exec id is the key and a fill is never counted twice. A repeat whose content
+        differs (another order, side, size or price under the same exec id) is never
+        dropped silently: it is kept whole in a ``conflict`` event of this run.
         """
+        content = {
+            "order_id": order_id,
+            "perm_id": perm_id or None,
+            "order_ref": order_ref,
+            "con_id": con_id,
+            "symbol": symbol,
+            "side": side,
+            "shares": float(shares),
+            "price": float(price),
+            "account": account or None,
+        }
         with self._write("add execution") as conn:
             cur = conn.execute(
                 """INSERT INTO executions (exec_id, run_id, order_id, perm_id, order_ref,
@@ -996,7 +1009,26 @@ class Store:
                     t_mono,
                 ),
             )
-            return cur.rowcount == 1
+            if cur.rowcount == 1:
+                return True
+            row = conn.execute(
+                f"SELECT run_id, {', '.join(content)} FROM executions WHERE exec_id = ?",
+                (exec_id,),
+            ).fetchone()
+            stored = dict(zip(content, row[1:], strict=True))
+            if stored != content:
+                conn.execute(
+                    """INSERT INTO events (run_id, kind, code, message, req_id, t_wall, t_mono)
+                    VALUES (?, 'conflict', NULL, ?, NULL, ?, ?)""",
+                    (
+                        run_id,
+                        f"execution {exec_id} is already stored (run {row[0]}) with other "
+                        f"content {json.dumps(stored)}; this one: {json.dumps(content)}",
+                        _epoch(t_wall),
+                        t_mono,
+                    ),
+                )
+            return False
 
     def add_commission(
         self,

@@ -56,7 +56,7 @@ def _():
 
 @app.cell
 def _(args):
-    form = connection_form(args, client_id=args.client_id)
+    form = connection_form(args, client_id=args.cfg.client_id)
     reconnect = mo.ui.run_button(label="reconnect")
     return form, reconnect
 

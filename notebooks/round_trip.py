@@ -59,7 +59,7 @@ def _():
 
 @app.cell
 def _(args):
-    form = connection_form(args, client_id=args.client_id or 917)
+    form = connection_form(args, client_id=args.cfg.client_id)
     return (form,)
 
 

@@ -1,18 +1,23 @@
-"""Simulated paper-account state: orders, fills, positions, cash and commissions.
+"""Simulated paper-account state: orders, matching, fills, positions, cash and commissions.
 
 Pure state with no I/O: the server asks it what happens and sends the messages.
-The commission schedule is IB-like and documented in ``commission_for``.
+The commission schedule is IB-like and documented in ``commission_for``; matching (when an
+order is marketable, at what price, how much fills) is ``marketable_price`` and
+``SimOrder.fill_size``.
 """
 
 from __future__ import annotations
 
 import itertools
 import math
+import secrets
+import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from .market import Instrument
-from .messages import OrderView
+from .market import Instrument, Quote
+from .messages import OrderStateView, OrderView
+from .scenarios import Scenario
 
 ACTIVE = ("PreSubmitted", "Submitted")
 DONE = ("Filled", "Cancelled", "ApiCancelled", "Inactive")
@@ -44,8 +49,8 @@ class SimOrder:
     view: OrderView
     received_at: datetime
     fills: list[Execution] = field(default_factory=list)
-    faulty: bool = False
-    """The order scenario (no fill, partial fill) applies to this order."""
+    faults: frozenset[Scenario] = frozenset()
+    """The order faults (no fill, partial fill) that applied when it was placed."""
 
     @property
     def remaining(self) -> float:
@@ -57,10 +62,44 @@ class SimOrder:
         """True while it can still fill or be cancelled."""
         return self.view.status in ACTIVE
 
+    @property
+    def withheld(self) -> bool:
+        """A no_fill fault keeps this order from ever filling."""
+        return Scenario.NO_FILL in self.faults
+
+    @property
+    def partial(self) -> bool:
+        """A partial_fill fault lets only part of this order fill."""
+        return Scenario.PARTIAL_FILL in self.faults
+
+    def fill_size(self, partial_ratio: float) -> float:
+        """Shares the next fill executes: the remainder, or under a partial-fill fault the
+        ratio of the quantity, always leaving at least one unit unfilled."""
+        if not self.partial:
+            return self.remaining
+        shares = math.floor(self.view.quantity * partial_ratio)
+        return min(shares, self.view.quantity - 1) - self.view.filled
+
     def avg_fill_price(self) -> float:
         """Volume-weighted price of the fills so far (0 when unfilled)."""
         q = sum(e.shares for e in self.fills)
         return sum(e.shares * e.price for e in self.fills) / q if q else 0.0
+
+
+def marketable_price(order: SimOrder, q: Quote) -> float | None:
+    """The price an active order fills at against this quote, or None if it is not
+    marketable: market orders take the far side, limits fill when the far side reaches them."""
+    v = order.view
+    if not order.is_active or order.remaining <= 0:
+        return None
+    if v.order_type == "MKT":
+        return q.ask if v.action == "BUY" else q.bid
+    assert v.lmt_price is not None
+    if v.action == "BUY" and q.ask <= v.lmt_price:
+        return q.ask
+    if v.action == "SELL" and q.bid >= v.lmt_price:
+        return q.bid
+    return None
 
 
 @dataclass(slots=True)
@@ -89,6 +128,20 @@ class PositionState:
     realized: float = 0.0
 
 
+PERM_ID_FLOOR = 1_000_000_000
+PERM_ID_SPAN = 1_000_000_000
+"""permIds stay in [1e9, 2e9): below 2**31, as clients at server version <= 178 hold them
+in 32 bits, and in the range recorded gateways use (e.g. 1376327563)."""
+
+
+def _perm_id_base(now: float) -> int:
+    """Where an instance's permIds start: a clock in eighths of a second, so instances
+    started one after another never reuse each other's ids (an instance would have to
+    place more than 8 orders a second for its whole life to reach the next one's start),
+    plus a random offset for instances started in the same instant."""
+    return PERM_ID_FLOOR + (int(now * 8) + secrets.randbelow(4096)) % PERM_ID_SPAN
+
+
 class Broker:
     """Orders, executions and positions across every account of the simulated gateway."""
 
@@ -98,9 +151,15 @@ class Broker:
         self.executions: list[Execution] = []
         self.positions: dict[tuple[str, int], PositionState] = {}
         self.instruments: dict[int, Instrument] = {}
+        self.starting_cash = starting_cash
         self.cash = {a: starting_cash for a in self.accounts}
-        self._perm_ids = itertools.count(1_000_001)
-        self._exec_seq = itertools.count(1)
+        now = time.time()
+        self._perm_ids = itertools.count(_perm_id_base(now))
+        # execId "iiiiiiii.ssssssss.01.01": an instance prefix (random, like the gateway
+        # prefix in recorded ids), then a per-fill number starting at this instance's
+        # start time in hex seconds (so it reads as a recent date, as IB's part 2 does).
+        self._exec_prefix = secrets.token_hex(4)
+        self._exec_seq = itertools.count(int(now))
         self.next_order_id = 1
 
     def new_perm_id(self) -> int:
@@ -138,7 +197,7 @@ class Broker:
         commission = commission_for(inst, shares, price)
         realized = self._apply_position(view.account, inst, view.action, shares, price, commission)
         seq = next(self._exec_seq)
-        exec_id = f"0000e0d5.{view.perm_id:08x}.{seq:02d}.01"
+        exec_id = f"{self._exec_prefix}.{seq & 0xFFFFFFFF:08x}.01.01"
         mult = inst.point_value
         sign = -1 if view.action == "BUY" else 1
         self.cash[view.account] = (
@@ -223,3 +282,169 @@ class Broker:
             "BuyingPower": round(max(net_liq, 0) * 4, 2),
             "AvailableFunds": round(max(net_liq - gross * 0.25, 0), 2),
         }
+
+
+MARGIN_RATES = {"STK": (0.50, 0.25), "FUT": (0.06, 0.05), "CASH": (0.03, 0.025)}
+"""(initial, maintenance) margin as a share of position value: Reg T for stocks, roughly
+CME's rates for equity-index futures and IB's for major FX pairs."""
+
+SUMMARY_TAGS = (
+    "AccountType", "NetLiquidation", "TotalCashValue", "SettledCash", "AccruedCash",
+    "BuyingPower", "EquityWithLoanValue", "PreviousDayEquityWithLoanValue",
+    "GrossPositionValue", "RegTEquity", "RegTMargin", "SMA", "InitMarginReq",
+    "MaintMarginReq", "AvailableFunds", "ExcessLiquidity", "Cushion", "FullInitMarginReq",
+    "FullMaintMarginReq", "FullAvailableFunds", "FullExcessLiquidity", "LookAheadNextChange",
+    "LookAheadInitMarginReq", "LookAheadMaintMarginReq", "LookAheadAvailableFunds",
+    "LookAheadExcessLiquidity", "HighestSeverity", "DayTradesRemaining",
+    "DayTradesRemainingT+1", "DayTradesRemainingT+2", "DayTradesRemainingT+3",
+    "DayTradesRemainingT+4", "Leverage",
+)  # fmt: skip
+"""The account summary tags IB documents (CAMPUS 14.01.02), in ib_async's request order."""
+
+TAG_ALIASES = {
+    "PreviousEquityWithLoanValue": "PreviousDayEquityWithLoanValue",
+    "ReqTEquity": "RegTEquity",
+    "ReqTMargin": "RegTMargin",
+}
+"""Other spellings in IB's own sources (ibapi's AccountSummaryTags), answered under the
+name the client asked for."""
+
+LEDGER_KEYS = (
+    "CashBalance", "TotalCashBalance", "AccruedCash", "StockMarketValue", "FuturesPNL",
+    "NetLiquidationByCurrency", "UnrealizedPnL", "RealizedPnL", "ExchangeRate",
+)  # fmt: skip
+"""$LEDGER rows (per currency; the simulator's only currency is USD)."""
+
+
+def _margin(inst: Instrument, value: float) -> tuple[float, float]:
+    init, maint = MARGIN_RATES.get(inst.sec_type, MARGIN_RATES["STK"])
+    return abs(value) * init, abs(value) * maint
+
+
+def _account_state(broker: Broker, account: str, marks: dict[int, float]) -> dict[str, float]:
+    """Cash, values, P&L and margins of one account at the marks."""
+    cash = broker.cash.get(account, 0.0)
+    gross = unreal = realized = stock = fut_pnl = 0.0
+    init = maint = 0.0
+    net_positions = 0.0
+    for _, inst, pos in broker.position_rows(account):
+        mark = marks.get(inst.con_id, pos.avg_price)
+        value = pos.qty * mark * inst.point_value
+        gross += abs(value)
+        net_positions += value
+        upnl = pos.qty * (mark - pos.avg_price) * inst.point_value
+        unreal += upnl
+        realized += pos.realized
+        if inst.sec_type == "STK":
+            stock += value
+        if inst.sec_type == "FUT":
+            fut_pnl += upnl
+        i, mnt = _margin(inst, value)
+        init += i
+        maint += mnt
+    net_liq = cash + net_positions
+    return {
+        "cash": cash, "net_liq": net_liq, "gross": gross, "unreal": unreal,
+        "realized": realized, "stock": stock, "fut_pnl": fut_pnl, "init": init, "maint": maint,
+    }  # fmt: skip
+
+
+def account_summary(
+    broker: Broker, account: str, marks: dict[int, float], tags: list[str]
+) -> list[tuple[str, str, str]]:
+    """(tag, value, currency) rows of reqAccountSummary for the requested tags, in request
+    order; ``$LEDGER``, ``$LEDGER:USD`` and ``$LEDGER:ALL`` give the per-currency rows.
+    Unknown tags are left out, as IB leaves them out."""
+    st = _account_state(broker, account, marks)
+    nl, gross = st["net_liq"], st["gross"]
+    avail = nl - st["init"]
+    excess = nl - st["maint"]
+    money = {
+        "NetLiquidation": nl, "TotalCashValue": st["cash"], "SettledCash": st["cash"],
+        "AccruedCash": 0.0, "BuyingPower": max(avail, 0.0) * 4,
+        "EquityWithLoanValue": nl, "PreviousDayEquityWithLoanValue": broker.starting_cash,
+        "GrossPositionValue": gross, "RegTEquity": nl, "RegTMargin": st["init"],
+        "SMA": max(nl - st["init"], 0.0), "InitMarginReq": st["init"],
+        "MaintMarginReq": st["maint"], "AvailableFunds": avail, "ExcessLiquidity": excess,
+        "FullInitMarginReq": st["init"], "FullMaintMarginReq": st["maint"],
+        "FullAvailableFunds": avail, "FullExcessLiquidity": excess,
+        "LookAheadInitMarginReq": st["init"], "LookAheadMaintMarginReq": st["maint"],
+        "LookAheadAvailableFunds": avail, "LookAheadExcessLiquidity": excess,
+    }  # fmt: skip
+    plain = {
+        "AccountType": "INDIVIDUAL",
+        "Cushion": f"{excess / nl:.6f}" if nl else "0",
+        "LookAheadNextChange": "0",
+        "HighestSeverity": "0",
+        "Leverage": f"{gross / nl:.2f}" if nl else "0",
+        **{t: "-1" for t in SUMMARY_TAGS if t.startswith("DayTradesRemaining")},
+    }
+    ledger = {
+        "CashBalance": st["cash"], "TotalCashBalance": st["cash"], "AccruedCash": 0.0,
+        "StockMarketValue": st["stock"], "FuturesPNL": st["fut_pnl"],
+        "NetLiquidationByCurrency": nl, "UnrealizedPnL": st["unreal"],
+        "RealizedPnL": st["realized"], "ExchangeRate": 1.0,
+    }  # fmt: skip
+    rows: list[tuple[str, str, str]] = []
+    for tag in tags:
+        name = TAG_ALIASES.get(tag, tag)
+        if name in money:
+            rows.append((tag, f"{money[name]:.2f}", "USD"))
+        elif name in plain:
+            rows.append((tag, plain[name], ""))
+        elif tag.upper().startswith("$LEDGER"):
+            which = tag.upper().partition(":")[2] or "BASE"
+            currencies = ["BASE", "USD"] if which == "ALL" else [which]
+            for cur in currencies:
+                if cur not in ("BASE", "USD"):
+                    continue
+                rows += [(k, f"{v:.2f}", cur) for k, v in ledger.items()]
+    return rows
+
+
+def pnl(broker: Broker, account: str, marks: dict[int, float]) -> tuple[float, float, float]:
+    """reqPnL: (daily, unrealized, realized) of the account. The simulated trading day
+    starts with the gateway, so daily P&L is everything since then."""
+    st = _account_state(broker, account, marks)
+    return st["unreal"] + st["realized"], st["unreal"], st["realized"]
+
+
+def pnl_single(
+    broker: Broker, account: str, inst: Instrument, marks: dict[int, float]
+) -> tuple[float, float, float, float, float]:
+    """reqPnLSingle: (position, daily, unrealized, realized, value) of one contract; zeros
+    for a contract the account never held."""
+    pos = broker.positions.get((account, inst.con_id))
+    if pos is None:
+        return 0.0, 0.0, 0.0, 0.0, 0.0
+    mark = marks.get(inst.con_id, pos.avg_price)
+    unreal = pos.qty * (mark - pos.avg_price) * inst.point_value
+    return pos.qty, unreal + pos.realized, unreal, pos.realized, pos.qty * mark * inst.point_value
+
+
+def what_if(
+    broker: Broker,
+    account: str,
+    inst: Instrument,
+    action: str,
+    qty: float,
+    price: float,
+    marks: dict[int, float],
+) -> OrderStateView:
+    """The what-if answer for an order: margins before and their change, and commission.
+    Nothing in the broker changes."""
+    st = _account_state(broker, account, marks)
+    pos = broker.positions.get((account, inst.con_id))
+    held = pos.qty if pos else 0.0
+    signed = qty if action == "BUY" else -qty
+    mark = marks.get(inst.con_id, price)
+    before = _margin(inst, held * mark * inst.point_value)
+    after = _margin(inst, (held + signed) * mark * inst.point_value)
+    return OrderStateView(
+        init_before=st["init"],
+        maint_before=st["maint"],
+        equity_before=st["net_liq"],
+        init_change=after[0] - before[0],
+        maint_change=after[1] - before[1],
+        commission=commission_for(inst, qty, price),
+    )

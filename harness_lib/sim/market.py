@@ -7,6 +7,8 @@ of one to a few ticks, like a liquid book. The seed makes every run reproducible
 from __future__ import annotations
 
 import random
+import time
+from collections import deque
 from dataclasses import dataclass, field, replace
 from datetime import date
 
@@ -172,6 +174,10 @@ class Quote:
         return (self.bid + self.ask) / 2
 
 
+PATH_MAXLEN = 200_000
+"""Steps kept for the live part of historical bars (about 14 h at 4 steps a second)."""
+
+
 @dataclass(slots=True)
 class QuoteModel:
     """A seeded random walk in whole ticks; one instance per instrument per gateway."""
@@ -180,10 +186,36 @@ class QuoteModel:
     rng: random.Random
     _ticks: int = 0
     quote: Quote = field(init=False)
+    t0: float = field(init=False)
+    """Wall-clock time the walk started: history before it is synthesised back from here."""
+    start_ticks: int = field(init=False)
+    """The bid in ticks at ``t0``."""
+    path: deque[tuple[float, Quote]] = field(init=False)
+    """(wall time, quote) of every step since ``t0``: the live part of historical bars."""
+    high: float = field(init=False)
+    low: float = field(init=False)
+    last_time: float = field(init=False)
+    """Wall time of the latest trade (tick 45)."""
 
     def __post_init__(self) -> None:
         self._ticks = round(self.inst.price / self.inst.min_tick)
+        self.start_ticks = self._ticks
+        self.t0 = self.last_time = time.time()
         self.quote = self._make(self._ticks)
+        self.high = self.low = self.quote.last
+        self.path = deque(maxlen=PATH_MAXLEN)
+
+    @property
+    def open(self) -> float:
+        """The session's first trade: the walk's starting price."""
+        return self._px(self.start_ticks)
+
+    def _record(self) -> None:
+        now = time.time()
+        self.path.append((now, self.quote))
+        self.last_time = now
+        self.high = max(self.high, self.quote.last)
+        self.low = min(self.low, self.quote.last)
 
     def _px(self, ticks: int) -> float:
         return round(ticks * self.inst.min_tick, self.inst.decimals)
@@ -208,12 +240,14 @@ class QuoteModel:
         volume = self.quote.volume
         self.quote = self._make(self._ticks)
         self.quote.volume = volume + self.quote.last_size
+        self._record()
         return self.quote
 
     def shift(self, ticks: int) -> Quote:
         """Move the book by a number of ticks (tests use it to make a resting order marketable)."""
         self._ticks = max(1, self._ticks + ticks)
         self.quote = replace(self._make(self._ticks), volume=self.quote.volume)
+        self._record()
         return self.quote
 
 

@@ -72,6 +72,8 @@ class ScenarioParams:
     """Seconds between accepting a marketable order and filling it."""
     burst: int = 1
     """Quote updates per tick interval (benchmarks raise it to reach the top rate)."""
+    history_update_interval: float = 5.0
+    """Seconds between keepUpToDate historical bar updates (IB sends one every 4-6 s)."""
 
     def with_overrides(self, **overrides: Any) -> ScenarioParams:
         """A copy with some knobs changed; unknown names raise ValueError with the valid ones."""

@@ -43,6 +43,8 @@ class ReceivedOrder:
     account: str
     con_id: int
     symbol: str
+    what_if: bool = False
+    """A what-if: answered with margins and commission, never executed."""
 
 
 @dataclass
@@ -57,6 +59,8 @@ class GroundTruth:
     """(t_mono, client_id, msg_id) of recently sent messages; bounded for long benchmarks."""
     counts: Counter[tuple[int, int]] = field(default_factory=Counter)
     """Messages sent per (client_id, msg_id), unbounded."""
+    requests: Counter[tuple[int, int]] = field(default_factory=Counter)
+    """Requests received per (client_id, msg_id), served or not."""
     connections: list[tuple[float, int, str]] = field(default_factory=list)
     """(t_mono, client_id, event) with event 'connected', 'refused', 'dropped', 'closed'."""
     record_ticks: bool = True

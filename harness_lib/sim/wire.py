@@ -17,6 +17,10 @@ SERVER_VERSION = 178
 """What a current TWS/IB Gateway negotiates with ib_async 2.1 (the top of its range)."""
 
 MIN_CLIENT_VERSION = 157
+"""The lowest server version the simulator negotiates (ib_async's minimum, and the maximum
+of IB's official ibapi 9.81); a client whose range ends below it is refused at the
+handshake. Every layout the simulator sends is encoded for the version negotiated in
+MIN_CLIENT_VERSION..SERVER_VERSION (see messages.py)."""
 MAX_FRAME = 16 * 1024 * 1024
 """Frames larger than this are treated as garbage rather than buffered forever."""
 

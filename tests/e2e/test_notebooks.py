@@ -20,6 +20,7 @@ import pytest
 
 from harness_lib import charts
 from harness_lib.config import HarnessConfig, load_config
+from harness_lib.live import LIVE_CLIENT_ID
 from harness_lib.live.feed import get_feed
 from harness_lib.models import RunReport, Verdict
 from harness_lib.notebook import notebook_args, postmortem_args, script_argv
@@ -334,10 +335,15 @@ def test_notebook_arguments() -> None:
     assert script_argv(["--", "--sim"]) == ["--sim"]
     assert script_argv(["--sim"]) == ["--sim"]
     args = notebook_args("live_ticks", [])
-    assert not args.gateway and args.scenario == "healthy" and args.exit_at_end
+    assert not args.gateway and args.cfg.scenario == "healthy" and args.exit_at_end
     assert notebook_args("round_trip", ["--port", "4002"]).gateway
     # Bad input is exit 4, never argparse's 2 (which would read as STALLED).
-    for bad in (["--nope"], ["--sim", "--port", "4002"], ["--scenario", "nope"]):
+    # The setting flags are the ones `harness run` has, checked by the same declaration.
+    args = notebook_args("round_trip", ["--port", "4002", "--deadline", "2.5", "--client-id", "7"])
+    assert (args.cfg.port, args.cfg.tick_deadline, args.cfg.client_id) == (4002, 2.5, 7)
+    assert notebook_args("live_ticks", []).cfg.client_id == LIVE_CLIENT_ID
+    for bad in (["--nope"], ["--sim", "--port", "4002"], ["--scenario", "nope"],
+                ["--port", "abc"], ["--deadline", "-1"], ["--contract", "FUT:"]):  # fmt: skip
         with pytest.raises(SystemExit) as exc:
             notebook_args("live_ticks", bad)
         assert exc.value.code == 4
@@ -434,7 +440,11 @@ def test_live_ticks_with_a_bad_stack_file_is_bad_input(tmp_path: Path) -> None:
     proc = start_script("live_ticks", "--sim", "--seconds", "0.1", "--stack-file", str(bad))
     out, err = proc.communicate(timeout=SCRIPT_TIMEOUT)
     assert proc.returncode == Verdict.BAD_INPUT.exit_code, out + err
-    assert err.strip().splitlines()[-1].startswith("bad input: invalid stack[0].quote.bid in ")
+    assert (
+        err.strip()
+        .splitlines()[-1]
+        .startswith(f"bad input: invalid stack[0].quote.bid from --stack-file {bad}: 'bid['")
+    )
     assert "Traceback" not in err
 
 

@@ -75,13 +75,13 @@ class StagedGateway(PaperGateway):
         """Switch to ``scenario`` when the harness client's ``nth_order``-th order arrives."""
         self.stages[nth_order] = (scenario, params)
 
-    def place_order(self, s: Session, f: list[str]) -> None:
+    def handle_order(self, s: Session, r: Any) -> None:
         if s.client_id == HARNESS_CLIENT:
             n = len(self.truth.orders_from(HARNESS_CLIENT)) + 1
             staged = self.stages.pop(n, None)
             if staged is not None:
                 self.set_scenario(staged[0], **staged[1])
-        super().place_order(s, f)
+        super().handle_order(s, r)
 
 
 @dataclass

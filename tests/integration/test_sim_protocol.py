@@ -262,7 +262,7 @@ async def test_ground_truth_records_ticks_and_orders(paper_gateway: PaperGateway
         sent = paper_gateway.truth.ticks_for(5)
         assert len(sent) > 20
         sent_prices = [(t.tick_type, t.price) for t in sent if t.price is not None]
-        got_prices = [(tt, p) for tt, p in received if tt in (1, 2, 4, 9)]
+        got_prices = [(tt, p) for tt, p in received if tt in (1, 2, 4, 6, 7, 9, 14)]
         assert got_prices == sent_prices, "every price tick sent was received, in order"
         ib.placeOrder(c, LimitOrder("BUY", 1, 1.0, orderRef="harness:gt"))
         await wait_until(lambda: len(paper_gateway.truth.orders_from(5)) == 1)

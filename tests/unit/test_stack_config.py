@@ -96,8 +96,9 @@ def test_stack_file_is_a_flag_derived_from_the_declaration(
     stack_file.write_text(TOML.replace('contract = "AAPL"', "").replace('"sse"', '"grpc"'))
     with pytest.raises(ConfigError) as err:
         config_from_args(parser, ["--stack-file", str(stack_file)], env={})
-    assert str(err.value).startswith("invalid stack[0].kind from --stack-file: 'grpc' ("), err
-    assert err.value.key == "stack[0].kind" and err.value.source == "--stack-file"
+    where = f"--stack-file {stack_file}"
+    assert str(err.value).startswith(f"invalid stack[0].kind from {where}: 'grpc' ("), err
+    assert err.value.key == "stack[0].kind" and err.value.source == where
 
 
 def test_header_values_never_reach_an_error(tmp_path: Path) -> None:

@@ -1,0 +1,1 @@
+"""Runnable examples (a package so `python -m examples.dashboard` works from the repo root)."""
