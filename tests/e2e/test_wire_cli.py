@@ -38,13 +38,23 @@ def start(*args: str) -> tuple[subprocess.Popen[str], int]:
 
 
 def test_drift_exits_1_names_the_drift_and_writes_json(tmp_path: Path) -> None:
-    rec = write_records(tmp_path / "real.lfwire.gz", {}, frame_records(REAL_GATEWAY, 1))
+    # The documented real gateway session with one planted difference: no halted flag.
+    frames = [f for f in REAL_GATEWAY if f.msg_id != 45]
+    rec = write_records(tmp_path / "real.lfwire.gz", {}, frame_records(frames, 1))
     r = harness("drift", str(rec), "--json", str(tmp_path / "d.json"))
     assert r.returncode == 1, r.stdout + r.stderr
-    assert "DRIFT=2" in r.stdout and "missing message tickString" in r.stdout
+    assert "DRIFT=1" in r.stdout and "extra message tickGeneric" in r.stdout
     data = json.loads((tmp_path / "d.json").read_text())
-    assert data["drift"] == 2
-    assert {d["message"] for d in data["differences"]} == {"tickString", "tickGeneric"}
+    assert data["drift"] == 1
+    assert [(d["kind"], d["message"]) for d in data["differences"]] == [
+        ("extra message", "tickGeneric")
+    ]
+
+
+def test_drift_exits_0_on_the_documented_real_gateway_session(tmp_path: Path) -> None:
+    rec = write_records(tmp_path / "real.lfwire.gz", {}, frame_records(REAL_GATEWAY, 1))
+    r = harness("drift", str(rec))
+    assert r.returncode == 0 and "DRIFT=0" in r.stdout, r.stdout + r.stderr
 
 
 @pytest.mark.parametrize(
