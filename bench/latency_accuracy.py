@@ -45,6 +45,7 @@ from streaming import synth_contracts
 
 from harness_lib.config import HarnessConfig
 from harness_lib.phases import RunContext, cleanup, health, ticks
+from harness_lib.recorder import TICK_FIELDS
 from harness_lib.store import Store
 
 SECTION = "2 latency"
@@ -90,6 +91,8 @@ async def bare_client(port: int, seconds: float, client_id: int) -> Recorded:
     def on_pending(tickers: set[Ticker]) -> None:
         for t in tickers:
             for td in t.ticks:
+                if td.tickType not in TICK_FIELDS:
+                    continue  # the halted flag (tickGeneric): not a tick the simulator counts
                 rec.tick_types.append(td.tickType)
                 rec.prices.append(td.price)
                 rec.t_wall.append(td.time.timestamp())

@@ -17,6 +17,8 @@ from typing import Any
 from ib_async import IB, Contract, Ticker
 from simproc import SYNTH_BASE_CON_ID, SimProcess, synth_instrument
 
+from harness_lib.recorder import TICK_FIELDS
+
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
@@ -103,15 +105,19 @@ class StreamResult:
 
 
 class TickCounter:
-    """A ``pendingTickersEvent`` handler that counts every TickData the client received."""
+    """A ``pendingTickersEvent`` handler that counts the TickData the client received from
+    tickPrice/tickSize messages (what the simulator counts as sent and the store keeps);
+    the halted flag (tickGeneric 49) and friends also make TickData and are left out."""
 
     def __init__(self) -> None:
         self.count = 0
 
     def __call__(self, tickers: set[Ticker]) -> None:
         n = 0
+        kept = TICK_FIELDS
         for t in tickers:
-            n += len(t.ticks)
+            for td in t.ticks:
+                n += td.tickType in kept
         self.count += n
 
 
