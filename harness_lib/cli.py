@@ -363,10 +363,27 @@ def sim(
     list_scenarios: Annotated[
         bool, typer.Option("--list", help="List the scenarios and exit.")
     ] = False,
+    control: Annotated[
+        int | None,
+        typer.Option(help="Also serve the HTTP/JSON control channel on this port (0: free one)."),
+    ] = None,
+    control_host: Annotated[
+        str, typer.Option(help="Interface of the control channel; not loopback needs a token.")
+    ] = "127.0.0.1",
+    control_token: Annotated[
+        str | None,
+        typer.Option(
+            envvar="HARNESS_CONTROL_TOKEN",
+            help="Require 'Authorization: Bearer TOKEN' on the control channel "
+            "[HARNESS_CONTROL_TOKEN].",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Run the paper-gateway simulator.
 
-    Serves until interrupted. Point any TWS API client at it."""
+    Serves until interrupted. Point any TWS API client at it. With --control PORT, faults
+    can be triggered and cleared while it runs (`harness drill` uses it)."""
     if list_scenarios:
         for name, text in describe():
             out.print(f"[bold]{name:<20}[/] {escape(text)}", highlight=False, soft_wrap=True)
@@ -383,6 +400,16 @@ def sim(
             "mistaken for a gateway"
         )
 
+    if control is not None and not 0 <= control <= 65535:
+        raise bad_input(f"--control {control} is out of range; use 1-65535, or 0 for a free port")
+    from harness_lib.sim.control import ControlServer, is_loopback
+
+    if control is not None and not is_loopback(control_host) and not control_token:
+        raise bad_input(
+            f"--control-host {control_host} is not loopback; pass --control-token "
+            "(or HARNESS_CONTROL_TOKEN) so only you can trigger faults"
+        )
+
     async def serve() -> None:
         gw = PaperGateway(host=host, port=port, scenario=scen, seed=seed, accounts=account)
         try:
@@ -391,12 +418,25 @@ def sim(
             raise bad_input(
                 f"cannot listen on {host}:{port} ({exc.strerror}); try --port 0"
             ) from None
+        ctl: ControlServer | None = None
+        if control is not None:
+            ctl = ControlServer(gw, host=control_host, port=control, token=control_token)
+            try:
+                await ctl.start()
+            except OSError as exc:
+                await gw.stop()
+                raise bad_input(
+                    f"cannot serve the control channel on {control_host}:{control} "
+                    f"({exc.strerror}); try --control 0"
+                ) from None
         out.print(
             f"livefire simulator listening on {host}:{gw.port} "
             f"(scenario {scen.value}, account {','.join(gw.accounts)}, server version 178)",
             highlight=False,
         )
         out.print(f"PORT={gw.port}", highlight=False)
+        if ctl is not None:
+            out.print(f"CONTROL={ctl.url}", highlight=False)
         sys.stdout.flush()
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -404,6 +444,8 @@ def sim(
             with contextlib.suppress(NotImplementedError):
                 loop.add_signal_handler(sig, stop.set)
         await stop.wait()
+        if ctl is not None:
+            await ctl.stop()
         await gw.stop()
         out.print("simulator stopped", highlight=False)
 
