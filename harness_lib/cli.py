@@ -452,6 +452,70 @@ def sim(
     asyncio.run(serve())
 
 
+@app.command()
+def drill(
+    names: Annotated[
+        list[str] | None, typer.Argument(help="Drills to run (default: all; see --list).")
+    ] = None,
+    control: Annotated[
+        str | None,
+        typer.Option(help="URL of the simulator's control channel (`harness sim --control`)."),
+    ] = None,
+    control_token: Annotated[
+        str | None,
+        typer.Option(
+            envvar="HARNESS_CONTROL_TOKEN",
+            help="Token of the control channel [HARNESS_CONTROL_TOKEN].",
+            show_default=False,
+        ),
+    ] = None,
+    stack_file: Annotated[
+        Path | None,
+        typer.Option(help="TOML file of [[stack]] endpoints (default: harness.toml's stack)."),
+    ] = None,
+    symbol: Annotated[
+        str | None, typer.Option(help="The symbol the stack shows (default: the contract).")
+    ] = None,
+    drill_config: Annotated[
+        Path | None,
+        typer.Option(help="TOML with [deadlines] and [drills.NAME] deadline overrides."),
+    ] = None,
+    deadline: Annotated[
+        list[str] | None,
+        typer.Option(help="Override one deadline: [DRILL.]REACTION=SECONDS (repeatable)."),
+    ] = None,
+    json_path: Annotated[
+        Path | None, typer.Option("--json", help="Write the drill report as JSON here.")
+    ] = None,
+    store: StoreOpt = None,
+    list_drills: Annotated[
+        bool, typer.Option("--list", help="List the drills and their reactions, and exit.")
+    ] = False,
+) -> None:
+    """Fault drills against your stack, on a running simulator.
+
+    Triggers each named fault through the simulator's control channel while watching your
+    stack's declared endpoints, and judges its reactions (each with a deadline and a measured
+    latency). Exits 0 all pass, 1 a reaction failed, 2 the stack never showed live, 3 the
+    target is not the simulator, 4 bad input."""
+    from harness_lib.drill import cli as drill_cli
+
+    raise typer.Exit(
+        drill_cli.main(
+            names or [],
+            control=control,
+            token=control_token,
+            stack_file=stack_file,
+            symbol=symbol,
+            drill_config=drill_config,
+            deadlines=deadline or [],
+            json_path=json_path,
+            store=store,
+            list_only=list_drills,
+        )
+    )
+
+
 @app.callback()
 def _root(
     verbose: Annotated[
