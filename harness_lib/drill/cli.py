@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
@@ -79,7 +80,7 @@ def lines(outcomes: list[DrillOutcome]) -> list[str]:
 
 async def run_drills(
     control: ControlClient, endpoints: list[Any], symbol: str, drills: list[Any]
-) -> tuple[list[DrillOutcome], dict[str, Any]]:
+) -> tuple[list[DrillOutcome], dict[str, Any], list[Any]]:
     """Run the drills in sequence on one session; the watchers stop and faults clear at the
     end whatever happens."""
     session = DrillSession(control, endpoints, symbol)
@@ -92,7 +93,8 @@ async def run_drills(
     finally:
         await session.stop()
         await control.close()
-    return outcomes, session.identity
+    seen = sorted((o for obs in session.obs.values() for o in obs), key=lambda o: o.t_wall)
+    return outcomes, session.identity, seen
 
 
 def main(
@@ -131,8 +133,9 @@ def main(
         endpoints = bind_endpoints(cfg.stack, sym)
     except (ValueError, ConfigError, DrillConfigError) as exc:
         return print_error(str(exc))
+    started = time.time()
     try:
-        outcomes, identity = asyncio.run(
+        outcomes, identity, observations = asyncio.run(
             run_drills(ControlClient(control, token), endpoints, sym, drills)
         )
     except DrillRefused as exc:
@@ -145,9 +148,11 @@ def main(
     verdict = overall(outcomes)
     from .report import drill_report, record, write_json
 
-    report = drill_report(outcomes, identity, verdict)
+    report = drill_report(outcomes, identity, verdict, started_at=started)
     if json_path is not None:
         write_json(report, json_path)
-    record(report, cfg.store)
+    for lost in record(report, cfg.store, observations):
+        err.print(f"warning: {escape(lost)}", highlight=False, soft_wrap=True)
+    out.print(f"run {report.run_id} stored in {cfg.store}", highlight=False)
     out.print(f"{verdict.mark} drills {verdict.value}", highlight=False)
     return verdict.exit_code

@@ -149,7 +149,7 @@ def judge_returns_live(
 def judge_duplicates(
     drill: str, ep: Endpoint, obs: Sequence[Observation], t_from: float, t_to: float
 ) -> ReactionResult:
-    """No message carrying a quote, position or trade shown twice within the window."""
+    """No message carrying a quote or a fill (trade ids) shown twice within the window."""
     name = "no_duplicates"
     if ep.kind not in STREAMING:
         return _r(drill, name, ep.name, None, None, Verdict.SKIPPED,
@@ -158,7 +158,9 @@ def judge_duplicates(
     dups: list[Observation] = []
     n = 0
     for o in obs:
-        if not (t_from <= o.t_wall <= t_to) or not o.digest or not o.says_anything:
+        # Quotes and fills are events; a position card is a state a stack may repaint freely.
+        events = o.quote is not None or bool(o.trade_ids)
+        if not (t_from <= o.t_wall <= t_to) or not o.digest or not events:
             continue
         n += 1
         prev = seen.get(o.digest)
@@ -167,7 +169,7 @@ def judge_duplicates(
         seen[o.digest] = o.t_wall
     if n == 0:
         return _r(drill, name, ep.name, None, None, Verdict.FAIL,
-                  "no message with a quote, position or trade during the drill")  # fmt: skip
+                  "no message with a quote or a fill during the drill")  # fmt: skip
     if dups:
         first = dups[0]
         when = first.t_wall - t_from
