@@ -140,3 +140,42 @@ def test_deadlines_from_config_and_flags(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="unknown drill"):
         select(["explode"])
     assert [d.name for d in select(["lost-1101"])] == ["lost_1101"]
+
+
+def test_report_store_and_postmortem_view(tmp_path: Path) -> None:
+    """A drill report round-trips: JSON valid against its generated schema, one run in a
+    real SQLite store with its reactions, and the post-mortem table and chart read them."""
+    import json
+
+    import jsonschema
+
+    from harness_lib import charts
+    from harness_lib.drill.judge import ReactionResult
+    from harness_lib.drill.report import drill_report, drill_schema, record, write_json
+    from harness_lib.drill.run import DrillOutcome
+    from harness_lib.postmortem import drill_table
+    from harness_lib.store import Store
+
+    ok = ReactionResult("lost_1101", "leaves_live", "dash-sse", 5.0, 0.004, Verdict.PASS, "ok")
+    dup = ReactionResult("lost_1101", "no_duplicates", "dash-sse", None, 1.3, Verdict.FAIL, "2x")
+    outcome = DrillOutcome("lost_1101", T0, T0 + 1.5, [ok, dup])
+    ident = {"simulator": "livefire-sim", "ib_host": "127.0.0.1", "ib_port": 7599,
+             "accounts": ["DU1234567"]}  # fmt: skip
+    rep = drill_report([outcome], ident, Verdict.FAIL, started_at=T0 - 1)
+    path = write_json(rep, tmp_path / "r.json")
+    doc = json.loads(path.read_text())
+    jsonschema.validate(doc, drill_schema())
+    assert doc["drills"][0]["verdict"] == "FAIL" and doc["exit_code"] == 1
+    obs = [Observation("dash-sse", 1.0, T0 + 0.5, quote=QuoteSeen(1.0, 1.1, None, "live"))]
+    assert record(rep, tmp_path / "h.sqlite", obs) == []
+    with Store(tmp_path / "h.sqlite") as s:
+        results = s.drill_results(rep.run_id)
+        run = s.run(rep.run_id)
+        assert run is not None and run["verdict"] == "FAIL" and run["exit_code"] == 1
+        assert len(s.stack_observations(rep.run_id)) == 1
+    table = drill_table(results)
+    assert list(table["reaction"]) == ["no_duplicates", "leaves_live"]  # failures first
+    assert table.iloc[1]["latency (ms)"] == 4.0
+    spec = charts.drill_latency_chart(results).to_dict()
+    assert spec["layer"][0]["encoding"]["x"]["field"] == "latency_ms"
+    assert drill_table(results.iloc[0:0]).empty
