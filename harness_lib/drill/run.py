@@ -148,6 +148,21 @@ class DrillOutcome:
             return Verdict.STALLED
         return Verdict.PASS
 
+    @property
+    def passed(self) -> bool:
+        """True when every reaction passed (or could not apply to an endpoint)."""
+        return self.verdict is Verdict.PASS
+
+    def reaction(self, name: str, endpoint: str | None = None) -> list[j.ReactionResult]:
+        """The results of one reaction (on every endpoint, or one)."""
+        return [r for r in self.results if r.reaction == name and endpoint in (None, r.endpoint)]
+
+    def summary(self) -> str:
+        """One line per reaction, for assertion messages."""
+        return "\n".join(
+            f"{r.verdict.value} {r.reaction} {r.endpoint}: {r.detail}" for r in self.results
+        )
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
         return {
