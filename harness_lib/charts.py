@@ -48,6 +48,7 @@ __all__ = [
     "VERDICT_COLORS",
     "checkpoint_timeline_chart",
     "cost_chart",
+    "drill_latency_chart",
     "first_tick_latency_chart",
     "first_value_times",
     "interarrival",
@@ -1086,3 +1087,49 @@ def stack_latency_chart(checks: pd.DataFrame, *, title: str | None = None) -> al
         )
         .properties(title=f"{title}{suffix}", width="container", height=240)
     )
+
+
+def drill_latency_chart(results: pd.DataFrame, *, title: str | None = None) -> alt.Chart:
+    """Each drill reaction's measured latency against its deadline (``Store.drill_results``):
+    one point per drill x reaction x endpoint x run, coloured by verdict; the deadline is a tick."""
+    title = title or "Drill reactions: latency against deadline"
+    if results.empty:
+        return _no_data(title, "no drills recorded")
+    data = pd.DataFrame(
+        {
+            "reaction": results["drill"].astype(str) + "." + results["reaction"].astype(str),
+            "endpoint": results["endpoint"].astype(str),
+            "run_id": results["run_id"].astype(str),
+            "verdict": results["verdict"].astype(str),
+            "latency_ms": pd.to_numeric(results["latency_s"], errors="coerce") * 1000,
+            "deadline_ms": pd.to_numeric(results["deadline_s"], errors="coerce") * 1000,
+            "detail": results["detail"].astype(str),
+        }
+    ).tail(MAX_ROWS)
+    timed = data.dropna(subset=["latency_ms"])
+    if timed.empty:
+        return _no_data(title, "no reaction with a measured latency")
+    y = alt.Y("reaction:N", title=None, sort=sorted(set(timed["reaction"])))
+    points = (
+        alt.Chart(timed)
+        .mark_point(filled=True, size=60)
+        .encode(
+            x=alt.X("latency_ms:Q", title="ms after the fault (or recovery)"),
+            y=y,
+            color=_verdict_color(),
+            tooltip=[
+                alt.Tooltip("run_id:N"),
+                alt.Tooltip("endpoint:N"),
+                alt.Tooltip("latency_ms:Q", title="latency (ms)", format=",.1f"),
+                alt.Tooltip("deadline_ms:Q", title="deadline (ms)", format=",.0f"),
+                alt.Tooltip("verdict:N"),
+                alt.Tooltip("detail:N"),
+            ],
+        )
+    )
+    deadlines = (
+        alt.Chart(timed.dropna(subset=["deadline_ms"]).drop_duplicates(["reaction", "deadline_ms"]))
+        .mark_tick(color="#999", thickness=2, size=18)
+        .encode(x="deadline_ms:Q", y=y, tooltip=[alt.Tooltip("deadline_ms:Q", title="deadline")])
+    )
+    return (points + deadlines).properties(title=title, width="container", height=260)

@@ -366,11 +366,31 @@ def sim(
     replay: Annotated[
         Path | None, typer.Option("--replay", help="Serve this wire recording instead.")
     ] = None,
+    control: Annotated[
+        int | None,
+        typer.Option(help="Also serve the HTTP/JSON control channel on this port (0: free one)."),
+    ] = None,
+    control_host: Annotated[
+        str, typer.Option(help="Interface of the control channel; not loopback needs a token.")
+    ] = "127.0.0.1",
+    control_token: Annotated[
+        str | None,
+        typer.Option(
+            envvar="HARNESS_CONTROL_TOKEN",
+            help="Require 'Authorization: Bearer TOKEN' on the control channel "
+            "[HARNESS_CONTROL_TOKEN].",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Run the paper-gateway simulator.
 
-    Serves until interrupted. Point any TWS API client at it."""
+    Serves until interrupted. Point any TWS API client at it. With --control PORT, faults
+    can be triggered and cleared while it runs (`harness drill` uses it); with --replay, it
+    serves a wire recording instead."""
     if replay is not None:
+        if control is not None:
+            raise bad_input("--replay and --control exclude each other: a replay has no faults")
         from harness_lib.wire import commands
 
         _wire(commands.replay, replay, host=host, port=port, speed=1.0, json_path=None)
@@ -390,6 +410,16 @@ def sim(
             "mistaken for a gateway"
         )
 
+    if control is not None and not 0 <= control <= 65535:
+        raise bad_input(f"--control {control} is out of range; use 1-65535, or 0 for a free port")
+    from harness_lib.sim.control import ControlServer, is_loopback
+
+    if control is not None and not is_loopback(control_host) and not control_token:
+        raise bad_input(
+            f"--control-host {control_host} is not loopback; pass --control-token "
+            "(or HARNESS_CONTROL_TOKEN) so only you can trigger faults"
+        )
+
     async def serve() -> None:
         gw = PaperGateway(host=host, port=port, scenario=scen, seed=seed, accounts=account)
         try:
@@ -398,12 +428,25 @@ def sim(
             raise bad_input(
                 f"cannot listen on {host}:{port} ({exc.strerror}); try --port 0"
             ) from None
+        ctl: ControlServer | None = None
+        if control is not None:
+            ctl = ControlServer(gw, host=control_host, port=control, token=control_token)
+            try:
+                await ctl.start()
+            except OSError as exc:
+                await gw.stop()
+                raise bad_input(
+                    f"cannot serve the control channel on {control_host}:{control} "
+                    f"({exc.strerror}); try --control 0"
+                ) from None
         out.print(
             f"livefire simulator listening on {host}:{gw.port} "
             f"(scenario {scen.value}, account {','.join(gw.accounts)}, server version 178)",
             highlight=False,
         )
         out.print(f"PORT={gw.port}", highlight=False)
+        if ctl is not None:
+            out.print(f"CONTROL={ctl.url}", highlight=False)
         sys.stdout.flush()
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -411,6 +454,8 @@ def sim(
             with contextlib.suppress(NotImplementedError):
                 loop.add_signal_handler(sig, stop.set)
         await stop.wait()
+        if ctl is not None:
+            await ctl.stop()
         await gw.stop()
         out.print("simulator stopped", highlight=False)
 
@@ -484,6 +529,70 @@ def record_cmd(
     out_path = output or data / f"record-{stamp}.lfwire.gz"
     _wire(commands.record, listen=listen, upstream=upstream, out=out_path, mask=not no_mask,
           data_dir=data)  # fmt: skip
+
+
+@app.command()
+def drill(
+    names: Annotated[
+        list[str] | None, typer.Argument(help="Drills to run (default: all; see --list).")
+    ] = None,
+    control: Annotated[
+        str | None,
+        typer.Option(help="URL of the simulator's control channel (`harness sim --control`)."),
+    ] = None,
+    control_token: Annotated[
+        str | None,
+        typer.Option(
+            envvar="HARNESS_CONTROL_TOKEN",
+            help="Token of the control channel [HARNESS_CONTROL_TOKEN].",
+            show_default=False,
+        ),
+    ] = None,
+    stack_file: Annotated[
+        Path | None,
+        typer.Option(help="TOML file of [[stack]] endpoints (default: harness.toml's stack)."),
+    ] = None,
+    symbol: Annotated[
+        str | None, typer.Option(help="The symbol the stack shows (default: the contract).")
+    ] = None,
+    drill_config: Annotated[
+        Path | None,
+        typer.Option(help="TOML with [deadlines] and [drills.NAME] deadline overrides."),
+    ] = None,
+    deadline: Annotated[
+        list[str] | None,
+        typer.Option(help="Override one deadline: [DRILL.]REACTION=SECONDS (repeatable)."),
+    ] = None,
+    json_path: Annotated[
+        Path | None, typer.Option("--json", help="Write the drill report as JSON here.")
+    ] = None,
+    store: StoreOpt = None,
+    list_drills: Annotated[
+        bool, typer.Option("--list", help="List the drills and their reactions, and exit.")
+    ] = False,
+) -> None:
+    """Fault drills against your stack, on a running simulator.
+
+    Triggers each named fault through the simulator's control channel while watching your
+    stack's declared endpoints, and judges its reactions (each with a deadline and a measured
+    latency). Exits 0 all pass, 1 a reaction failed, 2 the stack never showed live, 3 the
+    target is not the simulator, 4 bad input."""
+    from harness_lib.drill import cli as drill_cli
+
+    raise typer.Exit(
+        drill_cli.main(
+            names or [],
+            control=control,
+            token=control_token,
+            stack_file=stack_file,
+            symbol=symbol,
+            drill_config=drill_config,
+            deadlines=deadline or [],
+            json_path=json_path,
+            store=store,
+            list_only=list_drills,
+        )
+    )
 
 
 @app.callback()

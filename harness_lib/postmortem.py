@@ -259,6 +259,38 @@ def failed_stack_checks(checks: pd.DataFrame, run_ids: Iterable[str] | None = No
     )
 
 
+_DRILL_TABLE = ["run_id", "drill", "reaction", "endpoint", "verdict", "latency (ms)",
+                "deadline (ms)", "fault at (UTC)", "detail"]  # fmt: skip
+
+
+def drill_table(results: pd.DataFrame) -> pd.DataFrame:
+    """Drill results (``Store.drill_results``) as fault x reaction x latency x verdict, newest
+    drill run first, failures first within a run. Empty (with the columns) when no drill ran."""
+    if results.empty:
+        return pd.DataFrame(columns=_DRILL_TABLE)
+    latency = pd.to_numeric(results["latency_s"], errors="coerce")
+    deadline = pd.to_numeric(results["deadline_s"], errors="coerce")
+    fault = pd.to_datetime(results["t_fault"], utc=True)
+    out = pd.DataFrame(
+        {
+            "run_id": results["run_id"],
+            "drill": results["drill"],
+            "reaction": results["reaction"],
+            "endpoint": results["endpoint"],
+            "verdict": results["verdict"],
+            "latency (ms)": (latency * 1000).round(1),
+            "deadline (ms)": (deadline * 1000).round(0),
+            "fault at (UTC)": fault.dt.strftime("%Y-%m-%d %H:%M:%S"),
+            "detail": results["detail"],
+        }
+    )
+    rank = out["verdict"].map({str(Verdict.FAIL): 0, str(Verdict.STALLED): 1}).fillna(2)
+    out = out.assign(_rank=rank).sort_values(
+        ["run_id", "_rank"], ascending=[False, True], kind="stable"
+    )
+    return out.drop(columns="_rank").reset_index(drop=True)
+
+
 def cost_breakdown(store: Store, run_id: str) -> pd.DataFrame:
     """What a run's test trade cost: commission, slippage against the decision mid, total,
     and the realized P&L of the flat round trip (for reconciliation, not a strategy result).

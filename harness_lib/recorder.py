@@ -423,6 +423,21 @@ class Recorder:
             self.run_id, result.to_dict(),
         )  # fmt: skip
 
+    # --- drills ------------------------------------------------------------------------------
+    def drill_result(self, row: dict[str, Any]) -> None:
+        """Record one judged drill reaction (see ``Store.add_drill_result``)."""
+        self._write(
+            f"drill result {row['drill']}/{row['reaction']}/{row['endpoint']}",
+            self.store.add_drill_result if self.store else None, self.run_id, row,
+        )  # fmt: skip
+
+    def finish_drills(self, *, verdict: str, reason: str, exit_code: int) -> None:
+        """Conclude a `harness drill` run (it has no phases, so no RunReport)."""
+        self._write(
+            "the drills' verdict", self.store.finish_run if self.store else None, self.run_id,
+            verdict=verdict, reason=reason, exit_code=exit_code, summary={"drills": True},
+        )  # fmt: skip
+
     # --- orders, fills, commissions ----------------------------------------------------------
     def order_placed(
         self,

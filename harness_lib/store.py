@@ -298,10 +298,28 @@ _V2 = sql_migration(
     )""",
 )
 
+_V3 = sql_migration(
+    # `harness drill`: fault x reaction x endpoint, with the measured latency and the verdict.
+    """CREATE TABLE drill_results (
+        run_id TEXT NOT NULL,
+        drill TEXT NOT NULL,
+        reaction TEXT NOT NULL,
+        endpoint TEXT NOT NULL,
+        deadline_s REAL,
+        latency_s REAL,
+        verdict TEXT NOT NULL,
+        detail TEXT NOT NULL DEFAULT '',
+        t_fault REAL,
+        t_recover REAL,
+        PRIMARY KEY (run_id, drill, reaction, endpoint)
+    )""",
+)
+
 MIGRATIONS: tuple[Migration, ...] = (
     _V1,  # 0 -> 1: initial schema
     _V2,  # 1 -> 2: stack observations and checks
-    # 2 -> 3: append e.g. sql_migration("ALTER TABLE runs ADD COLUMN ...") here.
+    _V3,  # 2 -> 3: drill results
+    # 3 -> 4: append e.g. sql_migration("ALTER TABLE runs ADD COLUMN ...") here.
 )
 """``MIGRATIONS[i]`` upgrades a store from schema version ``i`` to ``i + 1``."""
 
@@ -1328,6 +1346,37 @@ class Store:
                     check["observed"],
                 ),
             )  # fmt: skip
+
+    def add_drill_result(self, run_id: str, row: dict[str, Any]) -> None:
+        """Record one judged drill reaction (``ReactionResult.to_dict()`` plus the drill's
+        ``t_fault`` and ``t_recover``, epoch seconds)."""
+        with self._write("add drill result") as conn:
+            conn.execute(
+                """INSERT OR REPLACE INTO drill_results (run_id, drill, reaction, endpoint,
+                    deadline_s, latency_s, verdict, detail, t_fault, t_recover)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+                (
+                    run_id, row["drill"], row["reaction"], row["endpoint"],
+                    finite(row["deadline_s"]), finite(row["latency_s"]), row["verdict"],
+                    row["detail"], finite(row.get("t_fault")), finite(row.get("t_recover")),
+                ),
+            )  # fmt: skip
+
+    def drill_results(self, run_id: str | None = None) -> pd.DataFrame:
+        """Judged drill reactions (one drill run, or every one for post-mortems)."""
+        cols = ["run_id", "drill", "reaction", "endpoint", "deadline_s", "latency_s",
+                "verdict", "detail", "t_fault", "t_recover"]  # fmt: skip
+        where, params = ("WHERE run_id = ?", (run_id,)) if run_id else ("", ())
+        df = self._frame(
+            f"SELECT {', '.join(cols)} FROM drill_results {where} "
+            "ORDER BY run_id, t_fault, drill, reaction, endpoint",
+            params,
+        )
+        if df.empty:
+            df = pd.DataFrame(columns=cols)
+        for col in ("t_fault", "t_recover"):
+            df[col] = _utc(df[col])
+        return df
 
     def stack_observations(self, run_id: str) -> pd.DataFrame:
         """What the stack's endpoints showed during a run, in arrival order."""

@@ -15,6 +15,7 @@ with app.setup:
     from harness_lib.postmortem import (
         MAX_TICK_RUNS,
         cost_totals,
+        drill_table,
         failed_stack_checks,
         filter_runs,
         load_runs,
@@ -175,6 +176,27 @@ def _(filtered, store):
         ]
     )
     return failed_stack, stack_checks
+
+
+@app.cell
+def _(filtered, store):
+    drill_results = store.drill_results() if store is not None else pd.DataFrame()
+    if len(drill_results):
+        drill_results = drill_results[drill_results["run_id"].isin(filtered["run_id"])]
+    drills = drill_table(drill_results)
+    mo.vstack(
+        [
+            mo.md(
+                "### Drills\n\nFault x reaction x latency x verdict of every `harness drill` "
+                "among the selected runs, failures first."
+            ),
+            charts.drill_latency_chart(drill_results),
+            mo.ui.table(drills, selection=None, pagination=True)
+            if len(drills)
+            else mo.md("_no drills recorded_"),
+        ]
+    )
+    return
 
 
 @app.cell

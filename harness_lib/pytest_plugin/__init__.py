@@ -46,7 +46,12 @@ from .options import (
 )
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
+    from harness_lib.drill.run import DrillOutcome
+
     from .gateway import CleanupReport, GatewayTarget, Ledger, Livefire
+    from .stack import StackUnderTest
 
 TARGET_PROPERTY = "livefire_target"
 """JUnit property (per testcase and per suite) naming what the test ran against."""
@@ -338,3 +343,52 @@ if pytest_asyncio is not None:
                 yield lf
             finally:
                 lf.close()
+
+    @pytest_asyncio.fixture
+    async def livefire_stack(livefire: Livefire) -> AsyncIterator[StackUnderTest]:
+        """The user's stack in this test: ``spawn`` its command, ``watch`` its declared
+        endpoints, ``shows_position(qty, within=s)``. Stopped when the test ends."""
+        from .stack import StackUnderTest
+
+        stack = StackUnderTest(livefire.host, livefire.port)
+        try:
+            yield stack
+        finally:
+            await stack.close()
+
+    @pytest_asyncio.fixture
+    async def livefire_drill(
+        livefire: Livefire, livefire_stack: StackUnderTest
+    ) -> AsyncIterator[Callable[..., Awaitable[DrillOutcome]]]:
+        """``await livefire_drill("disconnect", reconnected=5)``: run one drill (deadline
+        overrides as keywords) against the stack ``livefire_stack`` watches, through the
+        control channel of this test's simulator. Simulator only: skipped against a gateway."""
+        from harness_lib.drill.catalog import apply_deadlines, select
+        from harness_lib.drill.run import ControlClient, DrillSession
+        from harness_lib.sim.control import ControlServer
+
+        if livefire.sim is None:
+            pytest.skip(
+                "drills need the in-process simulator's control channel; this session "
+                f"points at {livefire.label} ({GATEWAY_FLAG})"
+            )
+        ctl = await ControlServer(livefire.sim).start()
+
+        async def run(name: str, **deadlines: float) -> DrillOutcome:
+            if not livefire_stack.endpoints:
+                raise AssertionError("call livefire_stack.watch(...) before a drill")
+            (drill,) = select([name])
+            drill = apply_deadlines(drill, {drill.name: deadlines})
+            client = ControlClient(ctl.url)
+            session = DrillSession(client, livefire_stack.endpoints, livefire_stack.symbol)
+            try:
+                await session.start()
+                return await session.run(drill)
+            finally:
+                await session.stop()
+                await client.close()
+
+        try:
+            yield run
+        finally:
+            await ctl.stop()

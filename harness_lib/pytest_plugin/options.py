@@ -18,8 +18,9 @@ GATEWAY_INI = "livefire_gateway"
 GATEWAY_ENV = env_var("pytest_gateway")
 """``HARNESS_PYTEST_GATEWAY``: the gateway for CI jobs that cannot change the command line."""
 
-SIM_FIXTURES = ("paper_gateway", "threaded_gateway")
-"""Fixtures that always start an in-process simulator; skipped against a gateway."""
+SIM_FIXTURES = ("paper_gateway", "threaded_gateway", "livefire_drill")
+"""Fixtures that need an in-process simulator (drills: its control channel); tests using them
+are skipped against a gateway."""
 
 _DEFAULTS = HarnessConfig()
 

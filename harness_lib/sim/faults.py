@@ -20,8 +20,13 @@ from typing import Any, Protocol
 from .scenarios import DEFAULT_PARAMS, Scenario, ScenarioParams, parse_scenario
 
 
+class _Inst(Protocol):
+    con_id: int
+
+
 class _Stream(Protocol):
     first_sent: float | None
+    inst: _Inst
 
 
 @dataclass(slots=True)
@@ -58,6 +63,10 @@ class Fault:
 
 
 def _never_ticks(f: Fault, sub: _Stream, now: float) -> bool:
+    return f.params.con_id in (0, sub.inst.con_id)
+
+
+def _always(f: Fault, sub: _Stream, now: float) -> bool:
     return True
 
 
@@ -68,6 +77,7 @@ def _stale(f: Fault, sub: _Stream, now: float) -> bool:
 SILENCES_STREAM: dict[Scenario, Callable[[Fault, _Stream, float], bool]] = {
     Scenario.NEVER_TICKS: _never_ticks,
     Scenario.STALE_STREAM: _stale,
+    Scenario.FARM_DOWN: _always,
 }
 """Faults that stop a running market-data stream (and history updates) from ticking."""
 

@@ -45,6 +45,8 @@ class Scenario(StrEnum):
     """The managed account is a live account (U-prefixed): the paper guard must refuse."""
     REFUSE_CONNECTIONS = "refuse_connections"
     """New connections are closed right after the handshake for ``outage_seconds``."""
+    FARM_DOWN = "farm_down"
+    """Data farms broken (2103 market data, 2105 HMDS), no ticks; clearing sends 2104/2106."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +76,8 @@ class ScenarioParams:
     """Quote updates per tick interval (benchmarks raise it to reach the top rate)."""
     history_update_interval: float = 5.0
     """Seconds between keepUpToDate historical bar updates (IB sends one every 4-6 s)."""
+    con_id: int = 0
+    """never_ticks: silence only this contract's streams; 0 = every contract."""
 
     def with_overrides(self, **overrides: Any) -> ScenarioParams:
         """A copy with some knobs changed; unknown names raise ValueError with the valid ones."""

@@ -35,7 +35,7 @@ from .history import PricePath
 from .market import Catalogue, Instrument, Quote, QuoteModel, build_catalogue
 from .messages import OrderView
 from .requests import Request, match_args
-from .scenarios import Scenario, ScenarioParams
+from .scenarios import Scenario, ScenarioParams, parse_scenario
 from .session import HALTED, LAST_TIMESTAMP, RT_VOLUME, SHORTABLE, Session, Subscription
 from .truth import GroundTruth, ReceivedOrder
 
@@ -56,6 +56,12 @@ FARM_NOTICES = [
     (2106, f"HMDS data farm connection is OK:ushmds.{SIM_MARKER}"),
     (2158, f"Sec-def data farm connection is OK:secdefnj.{SIM_MARKER}"),
 ]
+FARM_BROKEN_NOTICES = [
+    (2103, f"Market data farm connection is broken:usfarm.{SIM_MARKER}"),
+    (2105, f"HMDS data farm connection is broken:ushmds.{SIM_MARKER}"),
+    (2158, f"Sec-def data farm connection is OK:secdefnj.{SIM_MARKER}"),
+]
+"""What the farm_down fault announces (and a client connecting while it holds is told)."""
 
 __all__ = [
     "DEFAULT_ACCOUNT",
@@ -127,8 +133,14 @@ class PaperGateway:
         return timedelta(seconds=self.clock_offset)
 
     def farm_notices(self) -> list[tuple[int, str]]:
-        """The farm-status notices sent at connect."""
-        return FARM_NOTICES
+        """The farm-status notices sent at connect (broken ones while farm_down holds)."""
+        return FARM_BROKEN_NOTICES if self.faults.has(Scenario.FARM_DOWN) else FARM_NOTICES
+
+    def _announce_farms(self) -> None:
+        """Tell every client the farms' state now (farm_down added or cleared)."""
+        for s in list(self.clients.values()):
+            for code, text in self.farm_notices()[:2]:
+                s.error(-1, code, text)
 
     async def start(self) -> PaperGateway:
         """Start listening."""
@@ -174,6 +186,8 @@ class PaperGateway:
         old faults are cancelled. Call on the gateway's loop (see
         ``ThreadedGateway.set_scenario`` from other threads). To combine faults, use
         ``add_fault`` after this."""
+        for name in list(self.faults.active):
+            self.truth.fault_event("cleared", name.value)
         self.faults.clear()
         self.outage = False
         for t in self._timers:
@@ -182,6 +196,8 @@ class PaperGateway:
         fault = self.faults.add(scenario, **params)
         self.scenario = fault.scenario
         self.params = fault.params
+        if fault.scenario != Scenario.HEALTHY:
+            self.truth.fault_event("added", fault.scenario.value, **params)
         self._sync_accounts()
         if self._loop is not None:
             self._arm_fault_timers()
@@ -189,17 +205,34 @@ class PaperGateway:
 
     def add_fault(self, scenario: str | Scenario, **params: Any) -> None:
         """Add one more fault to those active, at run time (its knobs are its own)."""
+        was_farm_down = self.faults.has(Scenario.FARM_DOWN)
         fault = self.faults.add(scenario, **params)
+        self.truth.fault_event("added", fault.scenario.value, **params)
         self._sync_accounts()
         if self._loop is not None:
             self._arm_fault_timers(only=fault.scenario)
+        if fault.scenario == Scenario.FARM_DOWN and not was_farm_down:
+            self._announce_farms()
         log.info("fault added: %s %s", fault.scenario.value, params or "")
 
     def clear_fault(self, scenario: str | Scenario | None = None) -> None:
-        """Remove one fault (or all); an outage it caused ends now."""
+        """Remove one fault (or all). An outage it caused ends now, announced as IB would
+        (1102, or 1101 when the fault said data is lost); farms it broke report OK again."""
+        names = (
+            list(self.faults.active)
+            if scenario is None
+            else [scenario if isinstance(scenario, Scenario) else parse_scenario(scenario)]
+        )
+        if Scenario.CONNECTIVITY_LOST in names and self.outage:
+            self._restore()
+        farm_was_down = self.faults.has(Scenario.FARM_DOWN)
         self.faults.clear(scenario)
+        for name in names:
+            self.truth.fault_event("cleared", name.value)
         if not self.faults.has(Scenario.CONNECTIVITY_LOST):
             self.outage = False
+        if farm_was_down and not self.faults.has(Scenario.FARM_DOWN):
+            self._announce_farms()
         self._sync_accounts()
 
     def _sync_accounts(self) -> None:
@@ -229,15 +262,21 @@ class PaperGateway:
             return
         f.fired = True
         self.outage = True
+        self.truth.fault_event("fired", f.scenario.value, code=1100)
         for s in list(self.clients.values()):
             s.error(-1, 1100, "Connectivity between IB and Trader Workstation has been lost.")
         assert self._loop is not None
         self._timers.append(loop_later(self._loop, f.params.outage_seconds, self._restore))
 
     def _restore(self) -> None:
+        if not self.outage:
+            return  # already restored (the fault was cleared before its timer)
         self.outage = False
         f = self.faults.get(Scenario.CONNECTIVITY_LOST)
         lost = f is not None and f.params.data_lost
+        self.truth.fault_event(
+            "restored", Scenario.CONNECTIVITY_LOST.value, code=1101 if lost else 1102
+        )
         for s in list(self.clients.values()):
             if lost:
                 # Data lost: the gateway forgets market data subscriptions; clients resubscribe.
@@ -304,6 +343,7 @@ class PaperGateway:
                 self.truth.connections.append((time.monotonic(), s.client_id, "dropped"))
             s.close()
             n += 1
+        self.truth.fault_event("dropped", Scenario.DISCONNECT.value, connections=n, why=why)
         log.info("dropped %d connection(s) (%s)", n, why)
         return n
 

@@ -47,6 +47,28 @@ class ReceivedOrder:
     """A what-if: answered with margins and commission, never executed."""
 
 
+@dataclass(slots=True, frozen=True)
+class FaultEvent:
+    """A fault added, fired or cleared (or a one-shot action), as the simulator did it."""
+
+    t_mono: float
+    t_wall: float
+    event: str
+    """'added', 'cleared', 'fired' (1100 sent), 'restored' (1101/1102 sent), 'dropped'."""
+    name: str
+    detail: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form (the control channel's /truth)."""
+        return {
+            "t_mono": self.t_mono,
+            "t_wall": self.t_wall,
+            "event": self.event,
+            "name": self.name,
+            "detail": self.detail,
+        }
+
+
 @dataclass
 class GroundTruth:
     """Everything the gateway sent and received, for comparison with what a client saw."""
@@ -63,6 +85,8 @@ class GroundTruth:
     """Requests received per (client_id, msg_id), served or not."""
     connections: list[tuple[float, int, str]] = field(default_factory=list)
     """(t_mono, client_id, event) with event 'connected', 'refused', 'dropped', 'closed'."""
+    faults: list[FaultEvent] = field(default_factory=list)
+    """Every fault added, fired and cleared, in order (run-time control included)."""
     record_ticks: bool = True
     """Benchmarks that only need counts may turn off per-tick records."""
 
@@ -70,6 +94,12 @@ class GroundTruth:
         """Count one sent message."""
         self.counts[(client_id, msg_id)] += 1
         self.messages.append((time.monotonic(), client_id, msg_id))
+
+    def fault_event(self, event: str, name: str, **detail: Any) -> FaultEvent:
+        """Record a fault event now."""
+        ev = FaultEvent(time.monotonic(), time.time(), event, name, detail)
+        self.faults.append(ev)
+        return ev
 
     def ticks_for(self, client_id: int | None = None, req_id: int | None = None) -> list[SentTick]:
         """Ticks sent to one client (and one subscription), in send order."""

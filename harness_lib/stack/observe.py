@@ -9,6 +9,7 @@ is ``None`` inside the fact. Garbage becomes an observation with ``error`` set.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from dataclasses import dataclass
@@ -60,6 +61,9 @@ class Observation:
     error: str | None = None
     raw: str = ""
     """A short, secret-free excerpt of what arrived (for the store)."""
+    digest: str = ""
+    """A hash of the whole message (JSON kinds), so a message delivered twice is seen as one
+    (the drills' duplicate rule); empty for DOM observations, which are states, not messages."""
 
     @property
     def says_anything(self) -> bool:
@@ -175,7 +179,13 @@ class Extractor:
                 t_mono,
                 t_wall,
             )
-        obs = Observation(self.ep.name, t_mono, t_wall, raw=excerpt)
+        obs = Observation(
+            self.ep.name,
+            t_mono,
+            t_wall,
+            raw=excerpt,
+            digest=hashlib.blake2b(text.encode("utf-8"), digest_size=12).hexdigest(),
+        )
         try:
             self._extract(doc, obs)
         except ValueError as err:

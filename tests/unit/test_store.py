@@ -129,7 +129,7 @@ def test_fresh_store_creates_schema_wal_and_version(tmp_path: Path) -> None:
     path = tmp_path / "nested" / "dir" / "h.sqlite"
     with Store(path) as s:
         assert s.path == path
-        assert s.schema_version == SCHEMA_VERSION == len(MIGRATIONS) == 2
+        assert s.schema_version == SCHEMA_VERSION == len(MIGRATIONS) == 3
         assert s.integrity_check() == "ok"
     assert Path("data/harness.sqlite") == DEFAULT_STORE
     conn = sqlite3.connect(path)
