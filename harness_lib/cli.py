@@ -502,7 +502,10 @@ def drift_cmd(
         Path | None, typer.Option("--json", help="Write the drift report.")
     ] = None,
 ) -> None:
-    """Compare a recording with the simulator, structurally; exit 1 on drift."""
+    """Compare a recording with the simulator.
+
+    Structure only (message types and order, field counts and shapes, error codes), never
+    values; exits 1 on drift."""
     from harness_lib.wire import commands
 
     _wire(commands.drift_command, recording, scenario=scenario, speed=speed, json_path=json_path)
@@ -519,7 +522,9 @@ def record_cmd(
         bool, typer.Option("--no-mask", help="Keep real account ids in the recording.")
     ] = False,
 ) -> None:
-    """Transparent recording proxy: point any TWS client at it instead of the gateway."""
+    """Record a TWS session through a proxy.
+
+    Transparent: point any TWS client at it instead of the gateway."""
     from datetime import UTC, datetime
 
     from harness_lib.wire import commands
