@@ -35,7 +35,7 @@ from .checks import (
 )
 from .observe import Observation
 from .spec import Endpoint
-from .watch import Watcher, make_watcher
+from .watch import CONNECT_TIMEOUT, Watcher, make_watcher
 
 if TYPE_CHECKING:
     from ib_async import Contract, Fill, Trade
@@ -110,12 +110,15 @@ class StackMonitor:
 
     async def ready(self, timeout: float | None = None) -> list[str]:
         """Wait until every endpoint is watching (or failed), at most ``timeout`` seconds
-        (default: the tick deadline); the endpoints still not watching.
+        (default: the tick deadline plus the watchers' connect timeout, which covers
+        chromium's start-up); the endpoints still not watching.
 
         ``round_trip`` calls this before the entry order: a fill that happens while a
         watcher is still connecting (or chromium still loading the page) would be shown
         "late" by the harness's own start-up, not by the stack."""
-        limit = time.monotonic() + (self.ctx.cfg.tick_deadline if timeout is None else timeout)
+        if timeout is None:
+            timeout = self.ctx.cfg.tick_deadline + CONNECT_TIMEOUT
+        limit = time.monotonic() + timeout
         while (pending := self.watching()) and time.monotonic() < limit:
             await asyncio.sleep(POLL_S)
         return pending
