@@ -334,6 +334,18 @@ class RunReport:
         """The result of one phase, or None if it did not run."""
         return next((p for p in self.phases if p.phase == name), None)
 
+    def failed_stack_checks(self) -> list[str]:
+        """``endpoint.check (VERDICT)`` of every stack check that did not pass, in order
+        (the console summary and the notification both name them)."""
+        stack = self.phase(Phase.STACK)
+        if stack is None:
+            return []
+        return [
+            f"{c['endpoint']}.{c['name']} ({c['verdict']})"
+            for c in stack.evidence.get("checks", [])
+            if c.get("verdict") not in (Verdict.PASS, Verdict.SKIPPED)
+        ]
+
     def metric(self, name: str) -> Any:
         """The first phase metric with this name (e.g. ``first_bid_s``, ``total_cost``)."""
         for p in self.phases:

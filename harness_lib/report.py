@@ -527,6 +527,9 @@ def console_summary(report: RunReport) -> Group:
     cost = report.metric("total_cost")
     if cost is not None:
         facts.append(f"Round-trip cost: {cost} {report.metric('currency') or ''}".rstrip())
+    if failed := report.failed_stack_checks():
+        # The stack phase's line names the first; a reader needs every one (and each kind).
+        facts.append(f"Failed stack check(s): {', '.join(failed)}")
     facts.append(f"Run {report.run_id}: {report.reason}")
     lines.extend(Text(line) for line in facts)
     return Group(*lines)

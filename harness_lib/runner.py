@@ -166,6 +166,10 @@ async def _run(cfg: HarnessConfig, ctx: RunContext, store: Store, emit: Progress
     if hb is not None and not hb.ok:
         _warn(f"heartbeat /start not delivered to {hb.channel}: {hb.detail}")
     ctx.rec.attach(ctx.conn)
+    if cfg.stack:
+        from harness_lib.stack.watch import preload
+
+        preload(ep.kind for ep in cfg.stack)  # now, not on the loop while stamping
     aborted: BaseException | None = None
     try:
         for phase in cfg.phases:

@@ -101,6 +101,12 @@ async def round_trip(ctx: RunContext) -> PhaseResult:
         return p.result(Verdict.REFUSED, str(exc), evidence={"guard": exc.guard})
     p.cp("guards_passed", f"qty {cfg.quantity} ≤ {cfg.max_quantity}, paper account")
 
+    if ctx.stack is not None:
+        # Every watcher connected and reading before the entry: otherwise the stack's
+        # latency to show the fill would include our own connect (or chromium's start-up).
+        late = await ctx.stack.ready()
+        p.cp("stack_ready", f"not watching yet: {', '.join(late)}" if late else
+             "every stack endpoint watching")  # fmt: skip
     entry = await _leg(ctx, p, "entry", "BUY", cfg.quantity)
     legs = [entry]
     if entry.filled > 0 and ctx.stack is not None:

@@ -196,6 +196,7 @@ class QuoteModel:
     low: float = field(init=False)
     last_time: float = field(init=False)
     """Wall time of the latest trade (tick 45)."""
+    _slot: tuple[int, int] = (-1, -1)
 
     def __post_init__(self) -> None:
         self._ticks = round(self.inst.price / self.inst.min_tick)
@@ -241,6 +242,15 @@ class QuoteModel:
         self.quote = self._make(self._ticks)
         self.quote.volume = volume + self.quote.last_size
         self._record()
+        return self.quote
+
+    def step_in(self, slot: tuple[int, int]) -> Quote:
+        """The quote of one slot of the instrument's market clock: the walk steps once per
+        slot, whichever subscription asks first, so every subscriber gets the same tick, as
+        from a real feed (stepping per subscription gave each client its own walk)."""
+        if slot != self._slot:
+            self._slot = slot
+            self.step()
         return self.quote
 
     def shift(self, ticks: int) -> Quote:

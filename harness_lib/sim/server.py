@@ -459,8 +459,16 @@ class PaperGateway:
                         break
                     await asyncio.sleep(interval or 0.05)
                     continue
-                for _ in range(max(1, p.burst)):
-                    quote = qm.quote if first else qm.step()
+                # One market clock per instrument: every subscription sends at the same
+                # moments (multiples of the interval) the same step of the walk.
+                slot = round(time.monotonic() / interval) if interval > 0 else 0
+                for i in range(max(1, p.burst)):
+                    if first:
+                        quote = qm.quote
+                    elif interval > 0:
+                        quote = qm.step_in((slot, i))
+                    else:
+                        quote = qm.step()  # top rate: each stream as fast as it can
                     self._send_quote(s, sub, quote, full=first)
                     if sub.first_sent is None:
                         sub.first_sent = time.monotonic()
@@ -474,7 +482,7 @@ class PaperGateway:
                     # A closed market shows its last quote once and then nothing moves.
                     await asyncio.Event().wait()
                 if interval > 0:
-                    await asyncio.sleep(interval)
+                    await asyncio.sleep(max(0.0, (slot + 1) * interval - time.monotonic()))
                 else:
                     # Top rate: yield to the loop and respect socket back-pressure.
                     await s.drain()

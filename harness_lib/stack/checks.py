@@ -284,33 +284,65 @@ def check_quotes(
     symbol: str,
 ) -> CheckResult | None:
     """Within ``deadline_s`` of ``start`` the endpoint shows a real, live bid and ask that
-    match a broker quote within tolerance. PASS at the first such observation."""
+    match a broker quote within tolerance. PASS from the first such observation.
+
+    The latency is measured on the first *change* of a real quote (bid or ask differs from
+    the one shown before), not on the first quote shown: that one is usually the state a
+    stack sends when we connect (or a page loads), and its age is our connect time, not the
+    stack's latency. Until a change is seen within the deadline the check waits; with none
+    at all it still passes, with the latency not measured."""
     assert ep.quote is not None
     end = start + deadline_s
     window = [o for o in obs if o.t_wall <= end]
     last_why = ""
     last_obs: Observation | None = None
+    first: Observation | None = None
+    moved: tuple[Observation, float] | None = None
+    shown_before: tuple[float, float] | None = None
     for o in window:
         if o.quote is None:
             continue
-        why, broker_at = judge_quote(ep, o.quote, o.t_wall, ticks)
+        q = o.quote
+        why, broker_at = judge_quote(ep, q, o.t_wall, ticks)
+        now_shown = (q.bid, q.ask) if is_real(q.bid) and is_real(q.ask) else None
         if why is None:
-            assert broker_at is not None
-            latency = o.t_wall - broker_at
-            q = o.quote
-            mode = f" ({q.mode})" if q.mode is not None else ""
+            assert broker_at is not None and now_shown is not None
+            first = first or o
+            if shown_before is not None and now_shown != shown_before:
+                moved = (o, o.t_wall - broker_at)
+                break
+        elif first is None:
+            last_why, last_obs = why, o
+        if now_shown is not None:
+            shown_before = now_shown
+    if first is not None and (moved is not None or now >= end):
+        q = first.quote
+        assert q is not None
+        mode = f" ({q.mode})" if q.mode is not None else ""
+        shown = f"{ep.name} showed {symbol} bid {q.bid:g} / ask {q.ask:g}{mode}"
+        if moved is None:
             return CheckResult(
                 "quotes",
                 ep.name,
                 Verdict.PASS,
-                f"{ep.name} showed {symbol} bid {q.bid:g} / ask {q.ask:g}{mode} "
-                f"{_ms(latency)} after the gateway sent it",
-                latency_s=latency,
-                at_wall=o.t_wall,
+                f"{shown}; latency not measured (the quote did not change within {deadline_s:g} s)",
+                at_wall=first.t_wall,
                 expected="real live bid/ask matching the broker",
                 observed=q.describe(),
             )
-        last_why, last_obs = why, o
+        latency = moved[1]
+        return CheckResult(
+            "quotes",
+            ep.name,
+            Verdict.PASS,
+            f"{shown}, and a quote change {_ms(latency)} after the gateway sent it",
+            latency_s=latency,
+            at_wall=first.t_wall,
+            expected="real live bid/ask matching the broker",
+            observed=q.describe(),
+        )
+    if first is not None:
+        return None  # passing; waiting for a change to measure the latency on
     if now < end:
         return None
     expected = f"real live {symbol} bid/ask within {deadline_s:g} s"

@@ -5,7 +5,9 @@ conId) and asks it for the ``stack`` phase before cleanup. In between it only li
 to the endpoints, and to the harness's own connection for this run's executions (to stamp
 when the gateway reported each fill). ``round_trip`` calls :meth:`StackMonitor.settle`
 after the entry fill, so the stack gets its deadline to show the open position before the
-exit order goes out; nothing is placed, cancelled or changed here.
+exit order goes out, and :meth:`StackMonitor.ready` before the entry, so the watchers'
+own start-up is never counted as the stack's latency; nothing is placed, cancelled or
+changed here.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from .checks import (
 )
 from .observe import Observation
 from .spec import Endpoint
-from .watch import Watcher, make_watcher
+from .watch import CONNECT_TIMEOUT, Watcher, make_watcher
 
 if TYPE_CHECKING:
     from ib_async import Contract, Fill, Trade
@@ -100,6 +102,30 @@ class StackMonitor:
             f"{self.symbol} position before the run {self.position_before:+g}",
         )
 
+    def watching(self) -> list[str]:
+        """Endpoints not yet watching: neither connected with a first message read, nor
+        failed (a failure is the stream check's to report, not a reason to wait)."""
+        return [
+            name
+            for name, w in self.watchers.items()
+            if not (w.connected_at is not None and self.observations[name]) and w.last_error is None
+        ]
+
+    async def ready(self, timeout: float | None = None) -> list[str]:
+        """Wait until every endpoint is watching (or failed), at most ``timeout`` seconds
+        (default: the tick deadline plus the watchers' connect timeout, which covers
+        chromium's start-up); the endpoints still not watching.
+
+        ``round_trip`` calls this before the entry order: a fill that happens while a
+        watcher is still connecting (or chromium still loading the page) would be shown
+        "late" by the harness's own start-up, not by the stack."""
+        if timeout is None:
+            timeout = self.ctx.cfg.tick_deadline + CONNECT_TIMEOUT
+        limit = time.monotonic() + timeout
+        while (pending := self.watching()) and time.monotonic() < limit:
+            await asyncio.sleep(POLL_S)
+        return pending
+
     async def stop(self) -> None:
         """Stop every watcher (idempotent; safe after a failure or an interrupt)."""
         if self._stopped:
@@ -112,6 +138,8 @@ class StackMonitor:
         # Runs inside ib_async's event dispatch: stamp only, never raise.
         if fill.execution.orderRef == self.ctx.rec.order_ref:
             self.exec_arrivals.setdefault(fill.execution.execId, time.time())
+            for w in self.watchers.values():
+                w.nudge()  # a poller looks now, not up to one interval later
 
     def _sink(self, obs: Observation) -> None:
         self.observations[obs.endpoint].append(obs)

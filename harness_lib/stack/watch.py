@@ -13,19 +13,29 @@ run without a stack never loads them.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
+import functools
 import json
 import logging
 import socket
+import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 from .observe import Extractor, Observation
 from .spec import Endpoint
 
-__all__ = ["CHROMIUM", "CHROMIUM_FLAGS", "Watcher", "describe_error", "make_watcher"]
+__all__ = [
+    "CHROMIUM",
+    "CHROMIUM_FLAGS",
+    "Watcher",
+    "describe_error",
+    "make_watcher",
+    "preload",
+]
 
 log = logging.getLogger("harness_lib.stack")
 
@@ -44,8 +54,49 @@ CHROMIUM_FLAGS = [
 CONNECT_TIMEOUT = 5.0
 BACKOFF = (0.2, 0.5, 1.0, 2.0)
 """Seconds between reconnect attempts (the last one repeats)."""
+BURST_INTERVAL = 0.02
+"""http: poll period right after a broker event (a fill), so the reported latency is the
+stack's own and not up to one ``interval`` of the harness's sampling..."""
+BURST_S = 1.0
+"""...for this long after the event; then back to the declared ``interval``."""
+_HTTPX = ("httpx", "httpcore", "h11", "anyio._backends._asyncio")
+"""httpx and what it imports only on its first request (~0.1 s more)."""
+_MODULES = {
+    "sse": (*_HTTPX, "httpx_sse"),
+    "websocket": ("websockets.asyncio.client",),
+    "http": _HTTPX,
+    "browser": ("playwright.async_api",),
+}
+"""What each kind imports: ~0.1-0.2 s each, which must not block the running loop."""
 
 Sink = Callable[[Observation], None]
+
+
+def preload(kinds: Iterable[str]) -> None:
+    """Import the client libraries of the declared kinds now, before the run's clock starts.
+
+    Imported lazily on the event loop they block it for 0.1-0.2 s each (httpx, Playwright),
+    which delays the stamping of every message, broker tick and fill arriving meanwhile:
+    the harness would distort the latencies it measures. A missing optional library is
+    left for the watcher to report as the endpoint's FAIL."""
+    import importlib
+
+    kinds = set(kinds)
+    for module in sorted({m for kind in kinds for m in _MODULES.get(kind, ())}):
+        with contextlib.suppress(ImportError):
+            importlib.import_module(module)
+    if kinds & {"sse", "http"}:
+        with contextlib.suppress(ImportError):
+            _tls()
+
+
+@functools.cache
+def _tls() -> ssl.SSLContext:
+    """One TLS context per process: httpx builds (and loads the CA file into) a new one for
+    every client, ~50 ms of the event loop at each (re)connect, even for http:// URLs."""
+    import httpx
+
+    return httpx.create_ssl_context()
 
 
 class EndpointError(Exception):
@@ -129,6 +180,10 @@ class Watcher:
         except Exception as exc:  # already recorded by run(); never let stop() raise
             log.debug("stack watcher %s ended with %r", self.ep.name, exc)
 
+    def nudge(self) -> None:
+        """The broker just did something the stack should show (a fill). Push-based kinds
+        need nothing; a poller looks sooner (see :class:`HTTPWatcher`)."""
+
     def _connected(self) -> None:
         self.connects += 1
         if self.connected_at is None:
@@ -167,7 +222,9 @@ class SSEWatcher(Watcher):
 
         timeout = httpx.Timeout(CONNECT_TIMEOUT, read=None)
         async with (
-            httpx.AsyncClient(headers=dict(self.ep.headers), timeout=timeout) as client,
+            httpx.AsyncClient(
+                headers=dict(self.ep.headers), timeout=timeout, verify=_tls()
+            ) as client,
             aconnect_sse(client, "GET", self.ep.url) as source,
         ):
             status = source.response.status_code
@@ -205,22 +262,43 @@ class WebSocketWatcher(Watcher):
 
 
 class HTTPWatcher(Watcher):
-    """A JSON document polled every ``interval`` seconds."""
+    """A JSON document polled every ``interval`` seconds, and every ``BURST_INTERVAL`` for
+    ``BURST_S`` after a :meth:`nudge` (a fill): a change is then seen within ~20 ms of when
+    the stack made it, not up to a whole ``interval`` later."""
+
+    def __init__(self, ep: Endpoint, extractor: Extractor, sink: Sink) -> None:
+        super().__init__(ep, extractor, sink)
+        self._nudged = asyncio.Event()
+        self._burst_until = 0.0
+
+    def nudge(self) -> None:
+        """Poll now, then fast for ``BURST_S`` (called on the monitor's loop)."""
+        self._burst_until = time.monotonic() + BURST_S
+        self._nudged.set()
+
+    def _period(self) -> float:
+        if time.monotonic() < self._burst_until:
+            return min(self.ep.interval, BURST_INTERVAL)
+        return self.ep.interval
 
     async def _session(self) -> None:
         import httpx
 
         async with httpx.AsyncClient(
-            headers=dict(self.ep.headers), timeout=httpx.Timeout(CONNECT_TIMEOUT)
+            headers=dict(self.ep.headers), timeout=httpx.Timeout(CONNECT_TIMEOUT), verify=_tls()
         ) as client:
             while True:
                 started = time.monotonic()
+                self._nudged.clear()
                 response = await client.get(self.ep.url)
                 if response.status_code != 200:
                     raise EndpointError(_http_status(response.status_code))
                 self._connected()
                 self._emit_text(response.content)
-                await asyncio.sleep(max(0.0, self.ep.interval - (time.monotonic() - started)))
+                wait = self._period() - (time.monotonic() - started)
+                if wait > 0 and not self._nudged.is_set():
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._nudged.wait(), wait)
 
 
 # Reads the declared facts from the live DOM. Runs in the page; returns raw texts only,

@@ -8,8 +8,12 @@ The browser kind runs in Debian's chromium through Playwright.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import json
 import math
 import os
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -301,3 +305,93 @@ async def test_browser_closed_port_is_connection_refused(dead_port: int) -> None
     finally:
         await run.watcher.stop()
     assert run.watcher.last_error == "connection refused"
+
+
+# --- measuring without distorting (README: Stack checks, latency) --------------------------------
+async def test_http_is_polled_at_once_after_a_fill_not_an_interval_later() -> None:
+    """An http endpoint polled every 30 s still shows a change within the wait below once the
+    monitor nudges it (it does on every fill): the harness's sampling is not the stack's
+    latency. No stopwatch: the regular poll cannot come within the 5 s waited here."""
+    hub = Hub()
+    hub.publish({"quotes": QUOTE, "positions": []})
+    async with serve(hub) as port:
+        ep = endpoint("http", port)
+        ep = dataclasses.replace(ep, interval=30.0)
+        run = Run(ep)
+        run.watcher.start()
+        try:
+            assert await until(lambda: len(run.obs) == 1), run.watcher.last_error
+            hub.publish({"positions": [{"symbol": "AAPL", "qty": 1}]})
+            await asyncio.sleep(0.2)
+            assert len(run.obs) == 1, "no poll before the nudge: the interval is 30 s"
+            run.watcher.nudge()
+            assert await until(
+                lambda: any(o.position and o.position.quantity == 1 for o in run.obs), 5
+            )
+            # ...and keeps looking fast for a moment: the stack may change a few ms later.
+            hub.publish({"positions": []})
+            assert await until(
+                lambda: run.obs[-1].position is not None and run.obs[-1].position.quantity == 0,
+                5,
+            )
+        finally:
+            await run.watcher.stop()
+
+
+PRELOAD_PROBE = r"""
+import asyncio, json, sys
+from harness_lib.stack.observe import Extractor
+from harness_lib.stack.watch import make_watcher, preload
+from tests.integration.test_stack_watchers import endpoint
+
+preload(["sse", "http"])
+before = set(sys.modules)
+DOC = json.dumps({"quotes": {"AAPL": {"bid": 1.0, "ask": 1.1, "mode": "live"}}}).encode()
+
+async def answer(reader, writer):
+    request = await reader.readuntil(b"\r\n\r\n")
+    if b"/events" in request.split(b"\r\n")[0]:
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n\r\n"
+                     b"data: " + DOC + b"\n\n")
+    else:
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: "
+                     + str(len(DOC)).encode() + b"\r\n\r\n" + DOC)
+    await writer.drain()
+    await asyncio.sleep(0.5)
+    writer.close()
+
+async def main():
+    server = await asyncio.start_server(answer, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    seen = []
+    watchers = [make_watcher(endpoint(k, port), seen.append) for k in ("sse", "http")]
+    for w in watchers:
+        w.start()
+    for _ in range(200):
+        if {o.endpoint for o in seen} == {"t-sse", "t-http"}:
+            break
+        await asyncio.sleep(0.02)
+    for w in watchers:
+        await w.stop()
+    server.close()
+    print(json.dumps({"endpoints": sorted({o.endpoint for o in seen}),
+                      "imported": sorted(set(sys.modules) - before)}))
+
+asyncio.run(main())
+"""
+
+
+def test_preload_leaves_nothing_to_import_while_the_run_stamps() -> None:
+    """After ``preload`` (the runner calls it before connecting), a watcher's first
+    connection and message import nothing: imports on the event loop took 0.1-0.25 s each
+    (httpx, httpcore, anyio), during which fills and messages waited to be stamped."""
+    out = subprocess.run(
+        [sys.executable, "-c", PRELOAD_PROBE], capture_output=True, text=True, timeout=60,
+        cwd=Path(__file__).resolve().parents[2],
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-3000:]
+    probe = json.loads(out.stdout.strip().splitlines()[-1])
+    assert probe["endpoints"] == ["t-http", "t-sse"], out.stderr[-2000:]
+    heavy = ("httpx", "httpcore", "h11", "anyio", "httpx_sse", "certifi", "ssl", "sniffio")
+    late = [m for m in probe["imported"] if m.split(".")[0] in heavy]
+    assert not late, f"imported on the running loop: {late}"

@@ -15,6 +15,7 @@ from harness_lib.models import Verdict
 from harness_lib.stack.checks import (
     BrokerFill,
     BrokerTick,
+    CheckResult,
     check_position,
     check_quotes,
     check_stream,
@@ -71,10 +72,35 @@ def quotes(ep: Endpoint, obs: list[Observation], now: float = INF):
 
 
 def test_quotes_pass_with_latency_from_the_matching_broker_tick(ep: Endpoint) -> None:
-    r = quotes(ep, [q(0.05, None, None), q(0.94, 189.51, 189.53)])
+    # Connected at 0.05 (nothing yet), the standing quote at 0.40, its change at 0.94.
+    obs = [q(0.05, None, None), q(0.40, 189.50, 189.52), q(0.94, 189.51, 189.53)]
+    r = quotes(ep, obs)
     assert r is not None and r.verdict == Verdict.PASS
     assert r.latency_s == pytest.approx(0.34)
-    assert "340 ms after the gateway sent it" in r.reason and r.key == "dash.quotes"
+    assert r.at_wall == pytest.approx(T0 + 0.40), "passes from the first good quote"
+    assert "a quote change 340 ms after the gateway sent it" in r.reason
+    assert r.key == "dash.quotes"
+
+
+def test_quotes_latency_is_not_the_age_of_the_quote_shown_at_connect(ep: Endpoint) -> None:
+    """The state a stack sends when we connect (at 0.90) shows the quote the broker sent at
+    0.60: 300 ms is our connect time, not the stack's latency. It is measured on the next
+    change: the broker's 1.00 tick shown at 1.01."""
+    ticks = [*TICKS, BrokerTick("bid", 189.52, T0 + 1.00), BrokerTick("ask", 189.54, T0 + 1.00)]
+
+    def judge(obs: list[Observation], now: float) -> CheckResult | None:
+        return check_quotes(ep, obs, ticks, start=T0, deadline_s=5, now=now, symbol="AAPL")
+
+    at_connect = [q(0.90, 189.51, 189.53)]
+    assert judge(at_connect, T0 + 0.95) is None, "passing, but waits for a change"
+    same = q(0.95, 189.51, 189.53)  # re-sent unchanged (a size or last tick): not a change
+    r = judge([*at_connect, same, q(1.01, 189.52, 189.54)], INF)
+    assert r is not None and r.verdict == Verdict.PASS
+    assert r.latency_s == pytest.approx(0.01, abs=1e-6)
+    assert r.at_wall == pytest.approx(T0 + 0.90)
+    never = judge([*at_connect, same], T0 + 5.1)
+    assert never is not None and never.verdict == Verdict.PASS and never.latency_s is None
+    assert "latency not measured (the quote did not change within 5 s)" in never.reason
 
 
 def test_quotes_null_is_fail_naming_endpoint_and_expectation(ep: Endpoint) -> None:
