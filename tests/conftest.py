@@ -15,7 +15,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.loopback import Server, free_dead_port, serve_http
+from tests.loopback import Server, free_port, serve_http
 
 ALWAYS_ALLOWED_CODES = {202}
 _IB_ERROR = re.compile(r"Error (\d+), reqId")
@@ -77,4 +77,4 @@ def http_server() -> Iterator[Server]:
 @pytest.fixture
 def dead_port() -> int:
     """A loopback port nothing listens on (bound, then closed)."""
-    return free_dead_port()
+    return free_port()

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import http.server
+import signal
 import socket
+import subprocess
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -57,8 +59,20 @@ def serve_http() -> Iterator[Server]:
         thread.join(5)
 
 
-def free_dead_port() -> int:
-    """A loopback port nothing listens on (bound, then closed)."""
+def free_port() -> int:
+    """A loopback port nothing listens on right now (bound, then closed)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def stop_process(proc: subprocess.Popen[str]) -> None:
+    """Stop a process a test started, as Ctrl-C would (SIGINT), then kill it if it lingers;
+    always reaped."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)

@@ -358,17 +358,6 @@ def start_sim_process(timeout: float = 30) -> tuple[subprocess.Popen[str], int]:
     return proc, _read_port(proc, timeout)
 
 
-def stop_process(proc: subprocess.Popen[str]) -> None:
-    """Terminate a process started here (and reap it)."""
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
-
-
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--ib-port", type=int, required=True)

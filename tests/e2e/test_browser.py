@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 
 from harness_lib.stack.watch import CHROMIUM, CHROMIUM_FLAGS  # the one launch recipe
+from tests.loopback import free_port, stop_process
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -73,12 +74,6 @@ def _require_browser() -> Any:
     return sync_playwright
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _wait_listening(port: int, proc: subprocess.Popen, log: Path) -> None:
     deadline = time.monotonic() + SERVER_START_TIMEOUT
     while time.monotonic() < deadline:
@@ -96,7 +91,7 @@ def _wait_listening(port: int, proc: subprocess.Popen, log: Path) -> None:
 def live_server(tmp_path: Path) -> Iterator[str]:
     """``marimo run notebooks/live_ticks.py`` on the simulator's slow_first_tick scenario:
     the first tick comes 3 s after subscribing, so the page shows nan before numbers."""
-    port = _free_port()
+    port = free_port()
     log = tmp_path / "marimo-run.log"
     with log.open("w") as out:
         proc = subprocess.Popen(
@@ -220,7 +215,7 @@ mode = "mode"
 def live_server_with_stack(tmp_path: Path) -> Iterator[str]:
     """``harness sim`` and the tiny stack (tests/stack_app.py) on it, as real processes, and
     ``marimo run notebooks/live_ticks.py -- --port SIM --stack-file F`` watching both."""
-    from tests.stack_app import start_sim_process, start_stack_process, stop_process
+    from tests.stack_app import start_sim_process, start_stack_process
 
     sim, sim_port = start_sim_process()
     procs = [sim]
@@ -229,7 +224,7 @@ def live_server_with_stack(tmp_path: Path) -> Iterator[str]:
         procs.append(stack)
         sfile = tmp_path / "stack.toml"
         sfile.write_text(STACK_FILE.format(port=stack_port))
-        port = _free_port()
+        port = free_port()
         log = tmp_path / "marimo-run.log"
         with log.open("w") as out:
             marimo = subprocess.Popen(

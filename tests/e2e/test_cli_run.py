@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -12,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from harness_lib.store import Store
+from tests.loopback import free_port
 
 HARNESS = [sys.executable, "-m", "harness_lib.cli"]
 ROOT = Path(__file__).resolve().parents[2]
@@ -135,14 +135,8 @@ def test_bad_config_file_and_env_exit_4(tmp_path: Path) -> None:
     assert proc.returncode == 4 and "HARNESS_MARKET_DATA_TYPE" in proc.stderr
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_no_gateway_listening_exits_4_quickly_and_suggests_sim(tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     t0 = time.monotonic()
     proc = harness("run", "--port", str(port), tmp=tmp_path, env={"HARNESS_CONNECT_TIMEOUT": "4"})
     elapsed = time.monotonic() - t0

@@ -20,8 +20,6 @@ import json
 import math
 import os
 import re
-import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -42,6 +40,7 @@ from websockets.sync.client import connect as ws_connect
 from examples.dashboard.bugs import MODES
 from harness_lib.sim import ThreadedGateway
 from tests.helpers import connect, wait_until
+from tests.loopback import free_port, stop_process
 
 ROOT = Path(__file__).resolve().parents[2]
 START_TIMEOUT = 30.0
@@ -68,20 +67,6 @@ def test_mocked_unit_tests_pass_in_every_mode(mode: str) -> None:
 
 
 # --- processes ------------------------------------------------------------------------------------
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _stop(proc: subprocess.Popen[str]) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 @pytest.fixture
@@ -101,7 +86,7 @@ def sim_port() -> Iterator[int]:
         else:
             pytest.fail(f"harness sim exited ({sim.wait()}) without printing its port")
     finally:
-        _stop(sim)
+        stop_process(sim)
 
 
 @pytest.fixture
@@ -144,7 +129,7 @@ def dashboard(tmp_path: Path) -> Iterator[Callable[..., Dashboard]]:
     def start(
         ib_port: int, bug: str | None = None, token: str | None = None, *extra: str
     ) -> Dashboard:
-        port = _free_port()
+        port = free_port()
         cmd = [sys.executable, "-m", "examples.dashboard", "--ib-port", str(ib_port),
                "--port", str(port), "--contract", "AAPL",
                "--client-id", str(DASHBOARD_CLIENT_ID)]  # fmt: skip
@@ -172,7 +157,7 @@ def dashboard(tmp_path: Path) -> Iterator[Callable[..., Dashboard]]:
 
     yield start
     for dash in started:
-        _stop(dash.proc)
+        stop_process(dash.proc)
 
 
 class SseStream:

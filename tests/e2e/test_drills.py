@@ -13,8 +13,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -30,6 +28,7 @@ from typing import Any
 import pytest
 
 from harness_lib.drill import DRILLS
+from tests.loopback import free_port, stop_process
 
 ROOT = Path(__file__).resolve().parents[2]
 START_TIMEOUT = 30.0
@@ -37,22 +36,6 @@ ORDER = ["farm_down", "lost_1102", "stale_stream", "no_ticks", "order_rejected",
 """Drills that make no correct stack resubscribe: a double subscription stays dormant."""
 
 pytestmark = pytest.mark.slow
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _stop(proc: subprocess.Popen[str]) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 @contextmanager
@@ -77,13 +60,13 @@ def sim(*extra: str, env: dict[str, str] | None = None) -> Iterator[tuple[int, s
         else:
             pytest.fail(f"harness sim exited ({proc.wait()}) without its ports")
     finally:
-        _stop(proc)
+        stop_process(proc)
 
 
 @contextmanager
 def dashboard(ib_port: int, bug: str | None = None) -> Iterator[int]:
     """The example dashboard as documented, with a short heartbeat; its HTTP port."""
-    port = _free_port()
+    port = free_port()
     cmd = [sys.executable, "-m", "examples.dashboard", "--ib-port", str(ib_port),
            "--port", str(port), "--contract", "AAPL", "--stale-after", "1.5"]  # fmt: skip
     if bug:
@@ -105,7 +88,7 @@ def dashboard(ib_port: int, bug: str | None = None) -> Iterator[int]:
                 time.sleep(0.1)
         yield port
     finally:
-        _stop(proc)
+        stop_process(proc)
 
 
 def stack_file(tmp: Path, port: int) -> Path:
@@ -217,7 +200,7 @@ def test_refuses_a_target_that_is_not_the_simulator(tmp_path: Path) -> None:
     server = ThreadingHTTPServer(("127.0.0.1", 0), _NotASim)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        stack = stack_file(tmp_path, _free_port())
+        stack = stack_file(tmp_path, free_port())
         url = f"http://127.0.0.1:{server.server_address[1]}"
         run, doc = drill(url, stack, tmp_path, "disconnect")
     finally:
@@ -228,8 +211,8 @@ def test_refuses_a_target_that_is_not_the_simulator(tmp_path: Path) -> None:
 
 
 def test_bad_input_and_list(tmp_path: Path) -> None:
-    stack = stack_file(tmp_path, _free_port())
-    url = f"http://127.0.0.1:{_free_port()}"  # nothing listens
+    stack = stack_file(tmp_path, free_port())
+    url = f"http://127.0.0.1:{free_port()}"  # nothing listens
     run, _ = drill(url, stack, tmp_path, "disconnect")
     assert run.returncode == 4 and "cannot reach the control channel" in run.stderr
     assert run.stderr.count("\n") == 1 and "Traceback" not in run.stderr
@@ -276,5 +259,5 @@ def test_control_channel_loopback_and_token(tmp_path: Path) -> None:
         assert status == 401
         status, body = _get(control + "/identity", token)
         assert status == 200 and body["simulator"] == "livefire-sim"
-        run2, _ = drill(control, stack_file(tmp_path, _free_port()), tmp_path, "disconnect")
+        run2, _ = drill(control, stack_file(tmp_path, free_port()), tmp_path, "disconnect")
         assert run2.returncode == 4 and "wants a token" in run2.stderr

@@ -33,7 +33,8 @@ from harness_lib.postmortem import (
     session_errors,
 )
 from harness_lib.runner import run_harness
-from tests.stack_app import start_sim_process, start_stack_process, stop_process
+from tests.loopback import stop_process
+from tests.stack_app import start_sim_process, start_stack_process
 
 ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOKS = ROOT / "notebooks"

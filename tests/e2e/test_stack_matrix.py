@@ -35,8 +35,8 @@ from harness_lib.report import SCHEMA
 from harness_lib.stack.watch import CHROMIUM
 from harness_lib.store import Store
 from tests.e2e.test_cli_run import harness, no_traceback
-from tests.loopback import Server, serve_http
-from tests.stack_app import start_sim_process, stop_process
+from tests.loopback import Server, free_port, serve_http, stop_process
+from tests.stack_app import start_sim_process
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
@@ -66,17 +66,9 @@ def _chromium_usable() -> bool:
     return False
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _start_dashboard(ib_port: int, mode: str) -> tuple[subprocess.Popen[str], int]:
     """``python -m examples.dashboard`` as the README runs it; waits until it serves."""
-    port = _free_port()
+    port = free_port()
     cmd = [sys.executable, "-m", "examples.dashboard", "--ib-port", str(ib_port),
            "--port", str(port)]  # fmt: skip
     if mode != "fixed":

@@ -26,8 +26,8 @@ import pytest
 from harness_lib.report import SCHEMA
 from harness_lib.store import Store
 from tests.e2e.test_cli_run import harness, no_traceback
-from tests.loopback import Server
-from tests.stack_app import start_sim_process, start_stack_process, stop_process
+from tests.loopback import Server, stop_process
+from tests.stack_app import start_sim_process, start_stack_process
 
 pytestmark = pytest.mark.slow
 

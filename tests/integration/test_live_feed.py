@@ -23,7 +23,8 @@ from harness_lib.live.views import format_findings, quote_html, quote_table, sta
 from harness_lib.models import Verdict
 from harness_lib.runner import run_harness
 from harness_lib.stack.spec import Endpoint, parse_stack
-from tests.stack_app import start_stack_process, stop_process
+from tests.loopback import stop_process
+from tests.stack_app import start_stack_process
 
 FAST = HarnessConfig(client_id=LIVE_CLIENT_ID, tick_deadline=1.0, observe_seconds=0.1)
 
