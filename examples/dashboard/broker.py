@@ -6,7 +6,8 @@ the only requests it sends are market data, executions and the start-up sync ib_
 - ``QuoteFeed`` streams one contract's quotes into the hub, with a data-mode badge:
   ``waiting`` (subscribed, no tick yet), ``live``, ``snapshot_fallback`` (no tick within
   ``first_tick_timeout``; polls snapshots instead) or ``degraded`` (connection or farm down,
-  or a live stream silent for ``stale_after`` seconds).
+  or a live stream silent for ``stale_after`` seconds with no notice to explain it: then the
+  heartbeat also cancels and re-requests the contract's market data, once per silence).
 - ``PortfolioTracker`` keeps the position cards and the latest trade per symbol, from
   ``positionEvent``, ``execDetailsEvent``, ``commissionReportEvent`` and ``reqExecutions``.
 - ``Supervisor`` connects, reconnects with backoff, and maps IB's notices to the badge:
@@ -90,6 +91,7 @@ class QuoteFeed:
         self._poller: asyncio.Task[None] | None = None
         self._watchdog: asyncio.Task[None] | None = None
         self._last_tick = 0.0
+        self._resubscribed_at = 0.0  # when the heartbeat last resubscribed (monotonic)
 
     @property
     def symbol(self) -> str:
@@ -108,15 +110,26 @@ class QuoteFeed:
         self.mode = "waiting"
         self.publish()
         self._subscribe()
+        await self._await_first_tick()
+
+    async def restart(self) -> None:
+        """Resubscribe after 1101 or a reconnect, then wait for the first tick again."""
+        self._first_tick.clear()
+        self.mode = "waiting"
+        self.publish()
+        self._resubscribe()
+        await self._await_first_tick()
+
+    def _resubscribe(self) -> None:
+        """Cancel the subscription, then request it again: one stream, one handler."""
+        self._unsubscribe()
+        self._subscribe()
+
+    async def _await_first_tick(self) -> None:
         try:
             await asyncio.wait_for(self._first_tick.wait(), self.first_tick_timeout)
         except TimeoutError:
             self._fall_back()
-
-    async def restart(self) -> None:
-        """Resubscribe after 1101 or a reconnect; the old subscription is cancelled first."""
-        self._unsubscribe()
-        await self.start()
 
     def stop(self) -> None:
         """Cancel the subscription, any snapshot polling and the stale-stream watchdog."""
@@ -126,12 +139,26 @@ class QuoteFeed:
             self._watchdog = None
 
     async def _watch_for_silence(self) -> None:
-        """The heartbeat: a live stream with no tick for ``stale_after`` seconds is stale."""
+        """The heartbeat: a live stream with no tick for ``stale_after`` seconds is stale.
+
+        A silence that nothing explains (no socket, link or farm notice) is a stream the
+        gateway stopped serving: the heartbeat cancels it and requests it again, once per
+        silence (the next tick ends it; a new silence may recover again)."""
         while True:
             await asyncio.sleep(min(0.5, self.stale_after / 4))
+            if self.degraded - {"stale"}:
+                # A known outage explains the silence, and its own notice ends it (1101 and a
+                # reconnect resubscribe): count silence only from when it is over.
+                self._last_tick = time.monotonic()
+                continue
             silent = time.monotonic() - self._last_tick > self.stale_after
             if self.mode == "live" and self._handler is not None and silent:
                 self.degrade("stale")
+                # Once per silence: not again until a tick arrives after this resubscription.
+                if self._last_tick > self._resubscribed_at and self.ib.isConnected():
+                    self._resubscribed_at = time.monotonic()
+                    log.warning("%s silent for %g s: resubscribing", self.symbol, self.stale_after)
+                    self._resubscribe()
 
     def degrade(self, reason: str) -> None:
         """Something upstream is down (socket, IB link, a data farm)."""
@@ -193,6 +220,10 @@ class QuoteFeed:
             self._on_tick(quote_values(ticker), ticker.time)
 
     def _on_tick(self, values: Values, when: datetime | None) -> None:
+        if "stale" in self.degraded and values == self._values:
+            # IB answers a new reqMktData at once with the last known quote, even while the
+            # stream is still stale: only a quote that moved shows it is alive again.
+            return
         self._values = values
         self._ts = _stamp(when)
         self._last_tick = time.monotonic()

@@ -12,8 +12,8 @@ the correct version, and that a real gateway (or ``harness sim``) exposes at onc
   closed position's card is repainted.
 - ``stale-trade-id``: trade ids cached per symbol with ``setdefault``. A real gateway: the exit
   shows the entry's ids.
-- ``double-subscribe``: resubscribes after 1101 or a reconnect without cancelling. A real
-  gateway: every tick is published twice.
+- ``double-subscribe``: resubscribes after 1101, a reconnect or a silent stream without
+  cancelling. A real gateway: every tick is published twice.
 """
 
 from __future__ import annotations
@@ -73,11 +73,11 @@ class ResubscribingQuoteFeed(QuoteFeed):
     """``double-subscribe``: ``reqMktData`` for a contract ib_async already streams hands back
     the same Ticker, so resubscribing "is idempotent", isn't it?"""
 
-    async def restart(self) -> None:
-        """Resubscribe after 1101 or a reconnect."""
+    def _resubscribe(self) -> None:
+        """Request the market data again (after 1101, a reconnect or a silent stream)."""
         # BUG: no _unsubscribe() first. The handler is connected to pendingTickersEvent a second
         # time (eventkit calls a listener once per connection), so every tick is sent twice.
-        await self.start()
+        self._subscribe()
 
 
 class QueuedCardsTracker(PortfolioTracker):

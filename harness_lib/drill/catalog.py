@@ -33,7 +33,8 @@ REACTIONS: dict[str, str] = {
     "returns_live": "the data-mode flag returns to live, with a real bid and ask, within {d} of "
     "recovery",
     "reconnected": "the stack reconnects to the gateway within {d} of the drop",
-    "resubscribed": "the stack requests its market data again within {d} of 1101 (data lost)",
+    "resubscribed": "the stack requests its market data again (a new reqMktData at the "
+    "gateway) within {d} of {a}",
     "no_duplicates": "no quote or fill is shown twice (the same message within {w})",
     "position_matches": "the position shown equals the broker's within {d} of recovery",
     "no_position_from_reject": "a rejected order never shows as a position",
@@ -74,7 +75,8 @@ class Reaction:
     def describe(self) -> str:
         """The sentence, with its deadline."""
         d = "-" if self.deadline is None else f"{self.deadline:g} s"
-        return REACTIONS[self.name].format(d=d, w=f"{DUPLICATE_WINDOW_S:g} s")
+        a = "the fault" if self.after == "fault" else "recovery"
+        return REACTIONS[self.name].format(d=d, w=f"{DUPLICATE_WINDOW_S:g} s", a=a)
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +115,9 @@ _LEAVE = Reaction("leaves_live", 5.0, "fault")
 _RETURN = Reaction("returns_live", 10.0)
 _NODUP = Reaction("no_duplicates", None, "fault")
 _POS = Reaction("position_matches", 5.0)
+# A heartbeat must wait for silence before it can tell, then recovers by resubscribing.
+_STALE_LEAVE = Reaction("leaves_live", 8.0, "fault")
+_STALE_RESUB = Reaction("resubscribed", 8.0, "fault")
 _OUTAGE = 3600.0  # held until the drill recovers it: the drill, not a timer, ends the outage
 
 DRILLS: dict[str, Drill] = {
@@ -155,22 +160,23 @@ DRILLS: dict[str, Drill] = {
         ),
         Drill(
             "stale_stream",
-            "every running stream stops ticking (no notice); then ticks resume",
+            "every running stream stops ticking (no notice): the stack's heartbeat must notice "
+            "and resubscribe; then ticks resume",
             (_post("stale_stream", stale_after=0.0),),
             ("added", "stale_stream"),
             (_clear("stale_stream"),),
             ("cleared", "stale_stream"),
-            # A heartbeat must wait for silence before it can tell: a longer default.
-            (Reaction("leaves_live", 8.0, "fault"), _RETURN, _NODUP),
+            (_STALE_LEAVE, _STALE_RESUB, _RETURN, _NODUP),
         ),
         Drill(
             "no_ticks",
-            "the stack's own contract stops ticking (others tick on); then it ticks again",
+            "the stack's own contract stops ticking (others tick on): the heartbeat must notice "
+            "and resubscribe; then it ticks again",
             (Action("POST", "/faults", {"name": "never_ticks", "params": {"symbol": "{symbol}"}}),),
             ("added", "never_ticks"),
             (_clear("never_ticks"),),
             ("cleared", "never_ticks"),
-            (Reaction("leaves_live", 8.0, "fault"), _RETURN, _NODUP),
+            (_STALE_LEAVE, _STALE_RESUB, _RETURN, _NODUP),
         ),
         Drill(
             "farm_down",

@@ -28,7 +28,7 @@ from harness_lib.stack.spec import Endpoint
 from harness_lib.stack.watch import Watcher, make_watcher
 
 from . import judge as j
-from .catalog import MIN_HOLD_S, SETTLE_S, Action, Drill
+from .catalog import MIN_HOLD_S, SETTLE_S, Action, Drill, Reaction
 
 log = logging.getLogger("harness_lib.drill")
 
@@ -278,6 +278,44 @@ class DrillSession:
         own = DRILL_CLIENT_ID if self._conn is not None else None
         req_before = _mkt_requests(before, own)
         conn_mark = len(before["connections"])
+        resub = drill.reaction("resubscribed")
+        # Watched from the fault on: a heartbeat resubscribes while the stream is still silent.
+        req_seen: list[float] = []
+        req_watch = (
+            asyncio.create_task(self._watch_requests(own, req_before, req_seen))
+            if resub is not None
+            else None
+        )
+        try:
+            return await self._run_watched(
+                drill, out, mark, qty_before, own, conn_mark, resub, req_seen
+            )
+        finally:
+            if req_watch is not None:
+                req_watch.cancel()
+                # A control-channel failure there is reported by the drill's own calls.
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await req_watch
+
+    async def _watch_requests(self, own: int | None, before: int, seen: list[float]) -> None:
+        """Append the wall time the simulator first counts a new reqMktData from the stack."""
+        while True:
+            if _mkt_requests(await self.control.truth(), own) > before:
+                seen.append(time.time())  # polled: within POLL_S
+                return
+            await asyncio.sleep(POLL_S)
+
+    async def _run_watched(
+        self,
+        drill: Drill,
+        out: DrillOutcome,
+        mark: int,
+        qty_before: float,
+        own: int | None,
+        conn_mark: int,
+        resub: Reaction | None,
+        req_seen: list[float],
+    ) -> DrillOutcome:
         t_start = time.time()
         for a in drill.inject:
             await self.control.act(a, self.symbol)
@@ -322,7 +360,6 @@ class DrillSession:
             )
         resub_lat: float | None = None
         recon_lat: float | None = None
-        resub = drill.reaction("resubscribed")
         recon = drill.reaction("reconnected")
         end_truth = await self.control.truth()
         if resub is not None or recon is not None:
@@ -330,12 +367,10 @@ class DrillSession:
             t_end_wait = time.time() + max(0.0, t_recover + deadline - time.time())
             while True:
                 end_truth = await self.control.truth()
-                if (
-                    resub is not None
-                    and resub_lat is None
-                    and _mkt_requests(end_truth, own) > req_before
-                ):
-                    resub_lat = time.time() - t_recover  # polled: within POLL_S
+                if resub is not None and resub_lat is None and req_seen:
+                    t_ref = t_fault if resub.after == "fault" else t_recover
+                    # A request already made when recovery came counts from recovery (0).
+                    resub_lat = max(0.0, req_seen[0] - t_ref)
                 if recon is not None and recon_lat is None:
                     t_drop = _mono_of(end_truth, drill.fault_event, mark)
                     conns = [

@@ -165,7 +165,9 @@ async def test_hub_fans_updates_out_to_subscribers() -> None:
 async def test_silent_stream_is_shown_stale(running: Supervisor, ib: MagicMock, hub: Hub) -> None:
     running.feed.stale_after = 0.05
     await tick(ib)
+    ib.reqMktData.return_value.bid = 189.51  # the market moves on while the stream is silent
     await asyncio.sleep(0.8)  # the watchdog looks twice a second
     assert hub.state["quotes"]["AAPL"]["mode"] == "degraded"
+    assert ib.reqMktData.call_count == 2  # the heartbeat resubscribed, once for this silence
     await tick(ib)
     assert hub.state["quotes"]["AAPL"]["mode"] == "live"
