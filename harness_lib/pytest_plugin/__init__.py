@@ -26,7 +26,7 @@ simulator on its own thread for synchronous tests and subprocesses.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Generator, Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -123,6 +123,7 @@ def pytest_configure(config: pytest.Config) -> None:
         f"{GATEWAY_FLAG} HOST:PORT is given",
     )
     config.stash[_STATE] = _State(read_options(config))
+    config.pluginmanager.register(_Outcomes(config.stash[_STATE]), "livefire-outcomes")
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -196,20 +197,27 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             ))  # fmt: skip
 
 
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_makereport(
-    item: pytest.Item, call: pytest.CallInfo[None]
-) -> Generator[None, pytest.TestReport, pytest.TestReport]:
-    """Record each labelled test's outcome: a failure in any phase wins over a pass."""
-    report = yield
-    state = _state(item.config)
-    if report.nodeid in state.labels:
+class _Outcomes:
+    """Records each labelled test's label and outcome from its reports (a failure in any
+    phase wins over a pass). Reports carry the label as a user property, so this also works
+    where tests run in other processes (pytest-xdist), whose reports reach this one."""
+
+    def __init__(self, state: _State) -> None:
+        self.state = state
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        """Take the label and the outcome of one test phase's report."""
+        state = self.state
+        label = dict(report.user_properties).get(TARGET_PROPERTY)
+        if label is not None:
+            state.labels.setdefault(report.nodeid, str(label))
+        if report.nodeid not in state.labels:
+            return
         previous = state.outcomes.get(report.nodeid)
         if report.failed:
             state.outcomes[report.nodeid] = "FAILED" if report.when == "call" else "ERROR"
         elif report.when == "call" and previous is None:
             state.outcomes[report.nodeid] = "SKIPPED" if report.skipped else "PASSED"
-    return report
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
@@ -263,7 +271,6 @@ def _label(request: pytest.FixtureRequest, label: str) -> None:
     written for every junit_family) and once per JUnit suite."""
     state = _state(request.config)
     request.node.user_properties.append((TARGET_PROPERTY, label))
-    state.labels[request.node.nodeid] = label
     if not state.suite_recorded:
         state.suite_recorded = True
         record = request.getfixturevalue("record_testsuite_property")

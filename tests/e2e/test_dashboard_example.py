@@ -54,7 +54,7 @@ Doc = dict[str, Any]
 def test_mocked_unit_tests_pass_in_every_mode(mode: str) -> None:
     """The point of the product: green mocked tests say nothing about these bugs."""
     run = subprocess.run(
-        [sys.executable, "-m", "pytest", "examples/dashboard/tests", "-q",
+        [sys.executable, "-m", "pytest", "examples/dashboard/tests", "-q", "-n", "0",
          "-p", "no:cacheprovider"],
         cwd=ROOT, capture_output=True, text=True, timeout=120,
         env={**os.environ, "DASHBOARD_BUG": mode},

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import io
 import logging
 import math
@@ -31,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pytest
 import pytest_asyncio
 from ib_async import IB, LimitOrder, MarketOrder, Stock, Trade
 
@@ -405,6 +407,19 @@ def _in_faults(nodeid: str) -> bool:
     return nodeid.replace("\\", "/").startswith("tests/faults/") or "/faults/" in nodeid
 
 
+_FIGURES = "fault_cell_figures"
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: Any) -> Any:
+    """Carry the cell's figures (filled by assert_clean) on its call report."""
+    report = yield
+    figures = REGISTRY.get(item.nodeid)
+    if report.when == "call" and figures is not None:
+        report.user_properties.append((_FIGURES, dataclasses.asdict(figures)))
+    return report
+
+
 def pytest_terminal_summary(terminalreporter: Any) -> None:
     """Print ``faults: N scenarios, N passed, P positions left open, F foreign orders
     touched`` for the tests of this directory that ran (skipped cells are not counted)."""
@@ -424,8 +439,16 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
     if not outcome:
         return
     passed = sum(1 for v in outcome.values() if v == "passed")
-    open_positions = sum(f.positions_left_open for f in REGISTRY.values())
-    touched = sum(f.foreign_orders_touched for f in REGISTRY.values())
+    # Summed from the reports' properties, not REGISTRY: with pytest-xdist the cells run in
+    # worker processes and only their reports reach this one.
+    figures: dict[str, dict[str, Any]] = {}
+    for reports in stats.values():
+        for rep in reports:
+            props = dict(getattr(rep, "user_properties", ()))
+            if _FIGURES in props and _in_faults(getattr(rep, "nodeid", "")):
+                figures[rep.nodeid] = props[_FIGURES]
+    open_positions = sum(f["positions_left_open"] for f in figures.values())
+    touched = sum(f["foreign_orders_touched"] for f in figures.values())
     terminalreporter.write_line(
         f"faults: {len(outcome)} scenarios, {passed} passed, "
         f"{open_positions} positions left open, {touched} foreign orders touched"
