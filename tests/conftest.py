@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -78,3 +79,50 @@ def http_server() -> Iterator[Server]:
 def dead_port() -> int:
     """A loopback port nothing listens on (bound, then closed)."""
     return free_port()
+
+
+# --- the fault matrix's summary line ------------------------------------------------------------
+# It lives here, not in tests/faults/conftest.py: with pytest-xdist the controller process
+# never loads a sub-directory's conftest, so a hook there would print nothing in a full run.
+
+FAULT_FIGURES = "fault_cell_figures"
+"""User property on a fault cell's call report: its CellFigures (tests/faults/conftest.py)."""
+
+
+def _in_faults(nodeid: str) -> bool:
+    return nodeid.replace("\\", "/").startswith("tests/faults/") or "/faults/" in nodeid
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """Print ``faults: N scenarios, N passed, P positions left open, F foreign orders
+    touched`` for the fault-matrix tests that ran (skipped cells are not counted)."""
+    stats = terminalreporter.stats
+    outcome: dict[str, str] = {}
+    for key in ("passed", "failed", "error", "xfailed", "xpassed"):
+        for rep in stats.get(key, []):
+            nodeid = getattr(rep, "nodeid", "")
+            if not _in_faults(nodeid):
+                continue
+            if key == "passed" and getattr(rep, "when", "call") != "call":
+                continue
+            # A failure in any phase wins over a pass of another phase.
+            if outcome.get(nodeid) in ("failed", "error"):
+                continue
+            outcome[nodeid] = key
+    if not outcome:
+        return
+    passed = sum(1 for v in outcome.values() if v == "passed")
+    # Summed from the reports' properties, not REGISTRY: with pytest-xdist the cells run in
+    # worker processes and only their reports reach this one.
+    figures: dict[str, dict[str, Any]] = {}
+    for reports in stats.values():
+        for rep in reports:
+            props = dict(getattr(rep, "user_properties", ()))
+            if FAULT_FIGURES in props and _in_faults(getattr(rep, "nodeid", "")):
+                figures[rep.nodeid] = props[FAULT_FIGURES]
+    open_positions = sum(f["positions_left_open"] for f in figures.values())
+    touched = sum(f["foreign_orders_touched"] for f in figures.values())
+    terminalreporter.write_line(
+        f"faults: {len(outcome)} scenarios, {passed} passed, "
+        f"{open_positions} positions left open, {touched} foreign orders touched"
+    )

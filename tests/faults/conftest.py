@@ -41,6 +41,7 @@ from harness_lib.models import RunReport, Verdict
 from harness_lib.sim import PaperGateway
 from harness_lib.sim.server import Session
 from harness_lib.store import Store
+from tests.conftest import FAULT_FIGURES
 from tests.helpers import connect, wait_until
 
 HARNESS_CLIENT = HarnessConfig().client_id
@@ -403,53 +404,11 @@ def assert_clean(
 # --- the summary line --------------------------------------------------------------------------
 
 
-def _in_faults(nodeid: str) -> bool:
-    return nodeid.replace("\\", "/").startswith("tests/faults/") or "/faults/" in nodeid
-
-
-_FIGURES = "fault_cell_figures"
-
-
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: Any) -> Any:
     """Carry the cell's figures (filled by assert_clean) on its call report."""
     report = yield
     figures = REGISTRY.get(item.nodeid)
     if report.when == "call" and figures is not None:
-        report.user_properties.append((_FIGURES, dataclasses.asdict(figures)))
+        report.user_properties.append((FAULT_FIGURES, dataclasses.asdict(figures)))
     return report
-
-
-def pytest_terminal_summary(terminalreporter: Any) -> None:
-    """Print ``faults: N scenarios, N passed, P positions left open, F foreign orders
-    touched`` for the tests of this directory that ran (skipped cells are not counted)."""
-    stats = terminalreporter.stats
-    outcome: dict[str, str] = {}
-    for key in ("passed", "failed", "error", "xfailed", "xpassed"):
-        for rep in stats.get(key, []):
-            nodeid = getattr(rep, "nodeid", "")
-            if not _in_faults(nodeid):
-                continue
-            if key == "passed" and getattr(rep, "when", "call") != "call":
-                continue
-            # A failure in any phase wins over a pass of another phase.
-            if outcome.get(nodeid) in ("failed", "error"):
-                continue
-            outcome[nodeid] = key
-    if not outcome:
-        return
-    passed = sum(1 for v in outcome.values() if v == "passed")
-    # Summed from the reports' properties, not REGISTRY: with pytest-xdist the cells run in
-    # worker processes and only their reports reach this one.
-    figures: dict[str, dict[str, Any]] = {}
-    for reports in stats.values():
-        for rep in reports:
-            props = dict(getattr(rep, "user_properties", ()))
-            if _FIGURES in props and _in_faults(getattr(rep, "nodeid", "")):
-                figures[rep.nodeid] = props[_FIGURES]
-    open_positions = sum(f["positions_left_open"] for f in figures.values())
-    touched = sum(f["foreign_orders_touched"] for f in figures.values())
-    terminalreporter.write_line(
-        f"faults: {len(outcome)} scenarios, {passed} passed, "
-        f"{open_positions} positions left open, {touched} foreign orders touched"
-    )
