@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import re
-import signal
 import sys
 from datetime import timedelta
 from pathlib import Path
@@ -33,6 +31,7 @@ from harness_lib.runcli import (
     print_error,
     run_parser,
     setup_logging,
+    until_signal,
 )
 from harness_lib.runcli import run as run_command
 from harness_lib.safety import LIVE_PORTS, PAPER_PORTS
@@ -448,12 +447,7 @@ def sim(
         if ctl is not None:
             out.print(f"CONTROL={ctl.url}", highlight=False)
         sys.stdout.flush()
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            with contextlib.suppress(NotImplementedError):
-                loop.add_signal_handler(sig, stop.set)
-        await stop.wait()
+        await until_signal()
         if ctl is not None:
             await ctl.stop()
         await gw.stop()
@@ -464,8 +458,6 @@ def sim(
 
 def _wire(fn: Any, *args: Any, **kw: Any) -> None:
     """Run a wire command (harness_lib/wire/commands.py), mapping BadInput to exit 4."""
-    from harness_lib.wire.commands import BadInput
-
     try:
         code = fn(*args, say=lambda line: out.print(line, highlight=False, soft_wrap=True), **kw)
     except BadInput as exc:

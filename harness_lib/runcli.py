@@ -11,7 +11,9 @@ calls the same :func:`run`, so ``python -m harness_lib.cli run`` behaves identic
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import signal
 import sys
 from typing import Any
 
@@ -39,6 +41,7 @@ __all__ = [
     "run",
     "run_parser",
     "setup_logging",
+    "until_signal",
 ]
 
 EXIT_BAD_INPUT = Verdict.BAD_INPUT.exit_code
@@ -165,3 +168,14 @@ def main(argv: list[str] | None = None) -> None:
 
 if __name__ == "__main__":
     main()
+
+
+async def until_signal() -> None:
+    """Wait for Ctrl-C or SIGTERM: how the serving commands (`harness sim`, `replay`,
+    `record`) stay up until they are stopped, then shut down cleanly."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    await stop.wait()

@@ -7,13 +7,12 @@ Each function returns the exit code (0 ok, 1 drift or unmatched requests) and ra
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from harness_lib.runcli import BadInput, until_signal
 from harness_lib.wire.drift import DriftReport, drift
 from harness_lib.wire.format import (
     SUFFIX,
@@ -31,10 +30,6 @@ Print = Callable[[str], None]
 __all__ = ["BadInput", "drift_command", "record", "recording_path", "replay", "wire_dir"]
 
 
-class BadInput(Exception):
-    """Wrong arguments: the message names the problem and the fix."""
-
-
 def load(path: Path) -> Recording:
     """Read a recording or raise BadInput saying why not."""
     if not path.exists():
@@ -48,15 +43,6 @@ def load(path: Path) -> Recording:
 def _check_speed(speed: float) -> None:
     if not speed > 0:
         raise BadInput(f"--speed {speed} must be above 0 (1 = recorded timing, 10 = ten times)")
-
-
-async def _until_signal() -> None:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError):
-            loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
 
 
 def replay(path: Path, *, host: str, port: int, speed: float, json_path: Path | None,
@@ -77,7 +63,7 @@ def replay(path: Path, *, host: str, port: int, speed: float, json_path: Path | 
             f"on {host}:{server.port}")  # fmt: skip
         say(f"PORT={server.port}")
         sys.stdout.flush()
-        await _until_signal()
+        await until_signal()
         await server.stop()
         rep = server.report
         say(f"replay: {rep.sessions_served} session(s) served, {rep.matched} request(s) "
@@ -143,7 +129,7 @@ def record(*, listen: int, upstream: str, out: Path, mask: bool, data_dir: Path,
             f"{'' if mask else ' (accounts NOT masked)'}")  # fmt: skip
         say(f"PORT={proxy.port}")
         sys.stdout.flush()
-        await _until_signal()
+        await until_signal()
         await proxy.stop()
         say(f"recorded {proxy.sessions} session(s) to {out}")
         return 0
