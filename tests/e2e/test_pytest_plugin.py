@@ -39,14 +39,9 @@ asyncio_mode = auto
 asyncio_default_fixture_loop_scope = function
 """
 
-# The user's test file: it must run unchanged in both worlds.
-USER_TESTS = """
+# What a user's test files put beside their tests: wait for an ib_async condition.
+WAIT = """
 import asyncio
-
-import pytest
-from ib_async import Stock
-
-from harness_lib.safety import GuardRefusal
 
 
 async def wait(pred, seconds=5.0):
@@ -55,6 +50,15 @@ async def wait(pred, seconds=5.0):
             return
         await asyncio.sleep(0.01)
     raise AssertionError("condition not met")
+"""
+
+# The user's test file: it must run unchanged in both worlds.
+USER_TESTS = """
+import pytest
+from ib_async import Stock
+from waiting import wait
+
+from harness_lib.safety import GuardRefusal
 
 
 async def test_round_trip_one_share(livefire):
@@ -99,17 +103,8 @@ async def test_only_against_a_gateway(livefire):
 """
 
 CRASHING_TEST = """
-import asyncio
-
 from ib_async import Stock
-
-
-async def wait(pred, seconds=5.0):
-    for _ in range(int(seconds / 0.01)):
-        if pred():
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError("condition not met")
+from waiting import wait
 
 
 async def test_crashes_mid_trade(livefire):
@@ -128,7 +123,7 @@ async def test_crashes_mid_trade(livefire):
 def user_suite(pytester: pytest.Pytester) -> pytest.Pytester:
     """A user's project: an ini for pytest-asyncio and their test file."""
     pytester.makeini(INI)
-    pytester.makepyfile(test_user=USER_TESTS)
+    pytester.makepyfile(test_user=USER_TESTS, waiting=WAIT)
     return pytester
 
 
@@ -281,7 +276,7 @@ async def test_session_end_cleanup_after_a_crash_mid_trade(
     gw.foreign = await place_foreign_state(gw)  # client 42: 3 AAPL held, SELL 3 @ 999 resting
     foreign_ib: IB = gw.foreign.ib
     pytester.makeini(INI)
-    pytester.makepyfile(test_crash=CRASHING_TEST)
+    pytester.makepyfile(test_crash=CRASHING_TEST, waiting=WAIT)
     # The environment form of --livefire-gateway, as a CI job would set it.
     monkeypatch.setenv("HARNESS_PYTEST_GATEWAY", f"127.0.0.1:{sim_on_a_port.port}")
     junit = pytester.path / "junit.xml"
@@ -319,20 +314,17 @@ async def test_session_end_cleanup_after_a_crash_mid_trade(
 
 
 VANISHING_GATEWAY_TEST = """
-import asyncio
 import os
 import signal
 
 from ib_async import Stock
+from waiting import wait
 
 
 async def test_buys_then_the_gateway_dies(livefire):
     ib = await livefire.connect()
     buy = await livefire.place(ib, Stock("AAPL", "SMART", "USD"), "BUY", 1)
-    for _ in range(500):
-        if buy.isDone():
-            break
-        await asyncio.sleep(0.01)
+    await wait(buy.isDone)
     assert buy.orderStatus.status == "Filled"
     os.kill(int(os.environ["SIM_PID"]), signal.SIGKILL)
 """
@@ -351,7 +343,7 @@ def test_a_cleanup_that_cannot_finish_fails_the_session(
         assert sim.stdout is not None
         port = next(int(m[1]) for line in sim.stdout if (m := re.match(r"PORT=(\d+)", line)))
         pytester.makeini(INI)
-        pytester.makepyfile(test_vanish=VANISHING_GATEWAY_TEST)
+        pytester.makepyfile(test_vanish=VANISHING_GATEWAY_TEST, waiting=WAIT)
         monkeypatch.setenv("SIM_PID", str(sim.pid))
         result = pytester.runpytest_subprocess("--livefire-gateway", f"127.0.0.1:{port}")
     finally:
