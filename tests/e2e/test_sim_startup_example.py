@@ -3,25 +3,20 @@ subprocesses, as a user runs them."""
 
 from __future__ import annotations
 
-import os
 import re
-import signal
 import subprocess
 import sys
 from pathlib import Path
+
+from tests.loopback import stop_process
+from tests.stack_app import start_sim_process
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_dashboard_startup_gets_every_panel_from_harness_sim() -> None:
-    sim = subprocess.Popen(
-        [sys.executable, "-m", "harness_lib.cli", "sim", "--port", "0"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
-        env={**os.environ, "COLUMNS": "200"},
-    )  # fmt: skip
+    sim, port = start_sim_process()
     try:
-        assert sim.stdout is not None
-        port = next(int(m.group(1)) for line in sim.stdout if (m := re.match(r"PORT=(\d+)", line)))
         script = subprocess.run(
             [sys.executable, str(ROOT / "examples" / "typical_startup.py"), "--port", str(port)],
             capture_output=True, text=True, timeout=60,
@@ -42,6 +37,5 @@ def test_dashboard_startup_gets_every_panel_from_harness_sim() -> None:
         assert re.search(r"P&L: daily 0\.0 unrealized 0\.0", out)
         assert "positions: 0" in out
     finally:
-        sim.send_signal(signal.SIGINT)
-        sim.communicate(timeout=10)
+        stop_process(sim)
     assert sim.returncode == 0
